@@ -1,0 +1,3 @@
+fn main() {
+    println!("inferwatt-agent {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! inferwatt-collector: ingest → store → indicators → report.

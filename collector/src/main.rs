@@ -1,0 +1,3 @@
+fn main() {
+    println!("inferwatt-collector {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,12 @@
+//! inferwatt-core: what the agent and the collector share.
+//!
+//! - [`lineproto`]: InfluxDB line protocol, the one wire format (encode and decode).
+//! - [`schema`]: the measurement, tag and field names of the wire contract
+//!   (`docs/ARCHITECTURE.md`, "Wire schema").
+//! - [`units`]: unit conversions, one named function each, applied at the edges.
+//!
+//! Nothing in this crate does I/O.
+
+pub mod lineproto;
+pub mod schema;
+pub mod units;

@@ -1,0 +1,310 @@
+//! The wire contract: measurement, tag and field names that the agent writes, the
+//! collector reads, and dashboards query. Renaming any of these is a contract change
+//! (see `docs/ARCHITECTURE.md`).
+//!
+//! Timestamps are interval ends in nanoseconds; energies are interval deltas in joules.
+
+use crate::lineproto::Point;
+
+/// Per-GPU interval energy and state.
+pub const GPU: &str = "gpu";
+/// Per-(GPU, model) interval energy.
+pub const MODEL_ENERGY: &str = "model_energy";
+/// Per-model interval requests and tokens.
+pub const MODEL_USAGE: &str = "model_usage";
+/// Per-host CPU/DRAM interval energy.
+pub const HOST_ENERGY: &str = "host_energy";
+/// Site metadata as the agent knows it.
+pub const SITE: &str = "site";
+/// Energy the agent's spool folded into coarser intervals on overflow.
+pub const SPOOL_FOLD: &str = "spool_fold";
+
+/// Reserved model name: a GPU's energy while no model was resident (or under the
+/// `separate` idle policy, all idle energy).
+pub const MODEL_IDLE: &str = "_idle";
+/// Reserved model name: energy the counters saw that the agent could not attribute
+/// (for instance while it was down).
+pub const MODEL_UNATTRIBUTED: &str = "_unattributed";
+
+/// How a GPU interval's energy was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnergySource {
+    /// Difference of two readings of NVML's cumulative energy counter.
+    Counter,
+    /// Trapezoidal integration of NVML power readings.
+    Integrated,
+    /// Neither: the agent was not sampling (energy from a counter that advanced while
+    /// it was down, attributed to `_unattributed`), or nothing could be read.
+    Gap,
+}
+
+impl EnergySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySource::Counter => "counter",
+            EnergySource::Integrated => "integrated",
+            EnergySource::Gap => "gap",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "counter" => Some(EnergySource::Counter),
+            "integrated" => Some(EnergySource::Integrated),
+            "gap" => Some(EnergySource::Gap),
+            _ => None,
+        }
+    }
+}
+
+/// How a GPU's active energy was split among its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitMethod {
+    /// In proportion to per-process SM utilisation samples.
+    SmUtil,
+    /// In proportion to used GPU memory (no utilisation samples).
+    Memory,
+    /// Equally (neither utilisation nor memory known).
+    Equal,
+    /// By MIG instance size (compute slices), then within the instance.
+    Mig,
+    /// Not split: the whole interval went to a reserved name.
+    None,
+}
+
+impl SplitMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitMethod::SmUtil => "sm_util",
+            SplitMethod::Memory => "memory",
+            SplitMethod::Equal => "equal",
+            SplitMethod::Mig => "mig",
+            SplitMethod::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sm_util" => Some(SplitMethod::SmUtil),
+            "memory" => Some(SplitMethod::Memory),
+            "equal" => Some(SplitMethod::Equal),
+            "mig" => Some(SplitMethod::Mig),
+            "none" => Some(SplitMethod::None),
+            _ => None,
+        }
+    }
+}
+
+/// Tags every point carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub site: String,
+    pub host: String,
+}
+
+/// One GPU's interval (`gpu` measurement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuInterval {
+    pub gpu_uuid: String,
+    pub gpu_index: u32,
+    pub gpu_name: String,
+    pub energy_j: f64,
+    pub power_w: Option<f64>,
+    pub util_pct: Option<f64>,
+    pub mem_used_bytes: Option<u64>,
+    pub energy_counter_mj: Option<u64>,
+    pub interval_s: f64,
+    pub source: EnergySource,
+    pub end_ns: i64,
+}
+
+impl GpuInterval {
+    pub fn to_point(&self, o: &Origin) -> Point {
+        let mut p = Point::new(GPU)
+            .tag("site", &o.site)
+            .tag("host", &o.host)
+            .tag("gpu_uuid", &self.gpu_uuid)
+            .tag("gpu_index", self.gpu_index.to_string())
+            .tag("gpu_name", &self.gpu_name)
+            .float("energy_j", self.energy_j);
+        if let Some(v) = self.power_w {
+            p = p.float("power_w", v);
+        }
+        if let Some(v) = self.util_pct {
+            p = p.float("util_pct", v);
+        }
+        if let Some(v) = self.mem_used_bytes {
+            p = p.uint("mem_used_bytes", v);
+        }
+        if let Some(v) = self.energy_counter_mj {
+            p = p.uint("energy_counter_mj", v);
+        }
+        p.float("interval_s", self.interval_s)
+            .string("source", self.source.as_str())
+            .at(self.end_ns)
+    }
+}
+
+/// One (GPU, model) interval (`model_energy` measurement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEnergy {
+    pub gpu_uuid: String,
+    pub model: String,
+    pub server: String,
+    pub active_j: f64,
+    pub idle_j: f64,
+    pub host_j: f64,
+    pub interval_s: f64,
+    pub method: SplitMethod,
+    pub end_ns: i64,
+}
+
+impl ModelEnergy {
+    pub fn to_point(&self, o: &Origin) -> Point {
+        Point::new(MODEL_ENERGY)
+            .tag("site", &o.site)
+            .tag("host", &o.host)
+            .tag("gpu_uuid", &self.gpu_uuid)
+            .tag("model", &self.model)
+            .tag("server", &self.server)
+            .float("active_j", self.active_j)
+            .float("idle_j", self.idle_j)
+            .float("host_j", self.host_j)
+            .float("interval_s", self.interval_s)
+            .string("method", self.method.as_str())
+            .at(self.end_ns)
+    }
+
+    /// Total energy of the row.
+    pub fn total_j(&self) -> f64 {
+        self.active_j + self.idle_j + self.host_j
+    }
+}
+
+/// One model's interval usage (`model_usage` measurement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelUsage {
+    pub model: String,
+    pub server: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub interval_s: f64,
+    pub end_ns: i64,
+}
+
+impl ModelUsage {
+    pub fn to_point(&self, o: &Origin) -> Point {
+        Point::new(MODEL_USAGE)
+            .tag("site", &o.site)
+            .tag("host", &o.host)
+            .tag("model", &self.model)
+            .tag("server", &self.server)
+            .int("requests", self.requests as i64)
+            .int("input_tokens", self.input_tokens as i64)
+            .int("output_tokens", self.output_tokens as i64)
+            .float("interval_s", self.interval_s)
+            .at(self.end_ns)
+    }
+}
+
+/// One host interval (`host_energy` measurement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEnergy {
+    pub cpu_j: f64,
+    pub dram_j: Option<f64>,
+    pub interval_s: f64,
+    /// `rapl`, `estimated` (configured static watts).
+    pub source: String,
+    pub end_ns: i64,
+}
+
+impl HostEnergy {
+    pub fn to_point(&self, o: &Origin) -> Point {
+        let mut p = Point::new(HOST_ENERGY)
+            .tag("site", &o.site)
+            .tag("host", &o.host)
+            .float("cpu_j", self.cpu_j);
+        if let Some(d) = self.dram_j {
+            p = p.float("dram_j", d);
+        }
+        p.float("interval_s", self.interval_s)
+            .string("source", &self.source)
+            .at(self.end_ns)
+    }
+}
+
+/// Site metadata (`site` measurement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteInfo {
+    pub country: String,
+    pub zone: String,
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+    pub interval_s: f64,
+    pub end_ns: i64,
+}
+
+impl SiteInfo {
+    pub fn to_point(&self, o: &Origin) -> Point {
+        Point::new(SITE)
+            .tag("site", &o.site)
+            .tag("host", &o.host)
+            .tag("country", &self.country)
+            .tag("zone", &self.zone)
+            .float("pue", self.pue)
+            .float("wue_l_per_kwh", self.wue_l_per_kwh)
+            .float("interval_s", self.interval_s)
+            .at(self.end_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_point_carries_contract_names() {
+        let o = Origin {
+            site: "fra1".into(),
+            host: "h1".into(),
+        };
+        let g = GpuInterval {
+            gpu_uuid: "GPU-1".into(),
+            gpu_index: 0,
+            gpu_name: "NVIDIA H100".into(),
+            energy_j: 100.0,
+            power_w: Some(100.0),
+            util_pct: None,
+            mem_used_bytes: Some(1),
+            energy_counter_mj: Some(5),
+            interval_s: 1.0,
+            source: EnergySource::Counter,
+            end_ns: 7,
+        };
+        let line = g.to_point(&o).to_line().expect("encodes");
+        assert_eq!(
+            line,
+            "gpu,gpu_index=0,gpu_name=NVIDIA\\ H100,gpu_uuid=GPU-1,host=h1,site=fra1 \
+             energy_j=100,power_w=100,mem_used_bytes=1u,energy_counter_mj=5u,interval_s=1,source=\"counter\" 7"
+        );
+    }
+
+    #[test]
+    fn enums_round_trip_their_wire_names() {
+        for s in [EnergySource::Counter, EnergySource::Integrated, EnergySource::Gap] {
+            assert_eq!(EnergySource::parse(s.as_str()), Some(s));
+        }
+        for m in [
+            SplitMethod::SmUtil,
+            SplitMethod::Memory,
+            SplitMethod::Equal,
+            SplitMethod::Mig,
+            SplitMethod::None,
+        ] {
+            assert_eq!(SplitMethod::parse(m.as_str()), Some(m));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for inferwatt's end-to-end tests.

@@ -1,0 +1,1 @@
+//! Simulated NVML driver (being written).

@@ -1,0 +1,1 @@
+//! Durable line-protocol shipping (being written).

@@ -7,6 +7,8 @@
 //!
 //! Nothing in this crate does I/O.
 
+pub mod factors;
+pub mod footprint;
 pub mod lineproto;
 pub mod schema;
 pub mod units;

@@ -1,0 +1,418 @@
+//! Hourly (or finer) grid carbon-intensity series imported from CSV, for location-based
+//! emissions with time-varying intensity (METHODOLOGY §5). Parses text the caller read;
+//! no I/O here.
+//!
+//! Accepted headers (case ignored, `₂` read as `2`):
+//! - inferwatt's own: `datetime,zone,g_per_kwh`;
+//! - Electricity Maps' hourly export: `Datetime (UTC)`, `Zone id` (or `Zone Id`), and the
+//!   lifecycle column `Carbon intensity gCO₂eq/kWh (LCA)` (or `(Life cycle)`); other
+//!   columns are ignored. The lifecycle figure is used, as in the built-in yearly tables.
+//!
+//! Times are ISO 8601: `2024-01-01T00:00:00Z`, `2024-01-01 00:00:00` (read as UTC),
+//! `2024-01-01T01:00:00+01:00`; fractions of a second are dropped.
+
+use std::collections::BTreeMap;
+
+use super::FactorError;
+
+/// Intensity series by zone. Each value holds from its timestamp until the next step
+/// (the zone's smallest spacing between timestamps; one hour for a single row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyIntensity {
+    series: BTreeMap<String, Series>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    /// (start unix seconds, gCO2e/kWh), sorted, unique starts.
+    points: Vec<(i64, f64)>,
+    step_s: i64,
+}
+
+const DEFAULT_STEP_S: i64 = 3600;
+
+impl HourlyIntensity {
+    /// The intensity (gCO2e/kWh) in `zone` at `unix_s`: the value of the step that
+    /// contains it. `None` for an unknown zone, before the first row, after the last step,
+    /// or in a gap of the series (the caller then falls back to the yearly table).
+    pub fn at(&self, zone: &str, unix_s: i64) -> Option<f64> {
+        let series = self.series.get(&normalize_zone(zone))?;
+        let idx = series.points.partition_point(|(t, _)| *t <= unix_s);
+        let (start, value) = *series.points.get(idx.checked_sub(1)?)?;
+        (unix_s - start < series.step_s).then_some(value)
+    }
+
+    /// The zones present, upper-cased, sorted.
+    pub fn zones(&self) -> impl Iterator<Item = &str> {
+        self.series.keys().map(String::as_str)
+    }
+
+    /// The spacing of a zone's series in seconds (3600 for hourly data).
+    pub fn step_s(&self, zone: &str) -> Option<i64> {
+        self.series.get(&normalize_zone(zone)).map(|s| s.step_s)
+    }
+
+    /// First and last timestamps (unix seconds) of a zone's series.
+    pub fn range(&self, zone: &str) -> Option<(i64, i64)> {
+        let s = self.series.get(&normalize_zone(zone))?;
+        Some((s.points.first()?.0, s.points.last()?.0))
+    }
+
+    /// Rows held, all zones together.
+    pub fn len(&self) -> usize {
+        self.series.values().map(|s| s.points.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn normalize_zone(zone: &str) -> String {
+    zone.trim().to_uppercase()
+}
+
+fn normalize_header(h: &str) -> String {
+    h.trim()
+        .trim_matches('"')
+        .replace('₂', "2")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+const DATETIME_HEADERS: &[&str] = &["datetime", "datetime (utc)", "datetime_utc", "timestamp"];
+const ZONE_HEADERS: &[&str] = &["zone", "zone id", "zone_id"];
+const INTENSITY_HEADERS: &[&str] = &[
+    "g_per_kwh",
+    "carbon intensity gco2eq/kwh (lca)",
+    "carbon intensity gco2eq/kwh (life cycle)",
+];
+
+fn find_column(
+    headers: &[String],
+    accepted: &[&str],
+    wanted: &'static str,
+    accepted_text: &'static str,
+) -> Result<usize, FactorError> {
+    headers
+        .iter()
+        .position(|h| accepted.contains(&normalize_header(h).as_str()))
+        .ok_or_else(|| FactorError::HourlyCsvMissingColumn {
+            wanted,
+            accepted: accepted_text,
+            found: headers
+                .iter()
+                .map(|h| format!("'{}'", h.trim()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Parses an hourly carbon-intensity CSV (see the module docs for accepted headers and
+/// times). Errors name the line and column. Rows may come in any order; a zone and time
+/// given twice with different values is an error.
+pub fn parse_hourly_csv(text: &str) -> Result<HourlyIntensity, FactorError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (header_line, header) = lines.next().ok_or(FactorError::HourlyCsvEmpty)?;
+    let headers = split_csv_line(header).map_err(|message| FactorError::HourlyCsvValue {
+        line: header_line,
+        column: "header".to_owned(),
+        message,
+    })?;
+    let dt_col = find_column(
+        &headers,
+        DATETIME_HEADERS,
+        "time",
+        "'datetime', 'Datetime (UTC)'",
+    )?;
+    let zone_col = find_column(&headers, ZONE_HEADERS, "zone", "'zone', 'Zone id'")?;
+    let ci_col = find_column(
+        &headers,
+        INTENSITY_HEADERS,
+        "lifecycle carbon-intensity",
+        "'g_per_kwh', 'Carbon intensity gCO₂eq/kWh (LCA)', 'Carbon intensity gCO₂eq/kWh (Life cycle)'",
+    )?;
+    let column_name = |col: usize| {
+        headers
+            .get(col)
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    };
+
+    // zone → start → (value, line)
+    let mut rows: BTreeMap<String, BTreeMap<i64, (f64, usize)>> = BTreeMap::new();
+    for (line, text) in lines {
+        let cells = split_csv_line(text).map_err(|message| FactorError::HourlyCsvValue {
+            line,
+            column: "row".to_owned(),
+            message,
+        })?;
+        let cell = |col: usize| -> Result<&str, FactorError> {
+            cells
+                .get(col)
+                .map(|c| c.trim())
+                .ok_or_else(|| FactorError::HourlyCsvValue {
+                    line,
+                    column: column_name(col),
+                    message: format!(
+                        "the row has {} cells but the header has {}; give every row all columns",
+                        cells.len(),
+                        headers.len()
+                    ),
+                })
+        };
+        let raw_time = cell(dt_col)?;
+        let start = parse_iso8601_utc(raw_time).map_err(|why| FactorError::HourlyCsvValue {
+            line,
+            column: column_name(dt_col),
+            message: format!(
+                "'{raw_time}' is not an ISO 8601 time ({why}); write it as '2024-01-01T00:00:00Z'"
+            ),
+        })?;
+        let zone = cell(zone_col)?;
+        if zone.is_empty() {
+            return Err(FactorError::HourlyCsvValue {
+                line,
+                column: column_name(zone_col),
+                message: "the zone is empty; give the grid zone, e.g. 'US-CAL-CISO'".to_owned(),
+            });
+        }
+        let raw_ci = cell(ci_col)?;
+        let value = raw_ci
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| FactorError::HourlyCsvValue {
+                line,
+                column: column_name(ci_col),
+                message: format!(
+                    "'{raw_ci}' is not a carbon intensity; write gCO2e/kWh as a number ≥ 0, e.g. '245.5'"
+                ),
+            })?;
+        let series = rows.entry(normalize_zone(zone)).or_default();
+        if let Some((previous, previous_line)) = series.insert(start, (value, line)) {
+            if previous != value {
+                return Err(FactorError::HourlyCsvValue {
+                    line,
+                    column: column_name(dt_col),
+                    message: format!(
+                        "'{raw_time}' for zone '{zone}' was already given on line {previous_line} \
+                         with '{previous}', now '{value}'; keep one row per zone and time"
+                    ),
+                });
+            }
+        }
+    }
+
+    let series = rows
+        .into_iter()
+        .map(|(zone, by_start)| {
+            let points: Vec<(i64, f64)> = by_start.into_iter().map(|(t, (v, _))| (t, v)).collect();
+            let step_s = points
+                .windows(2)
+                .map(|w| w[1].0 - w[0].0)
+                .min()
+                .unwrap_or(DEFAULT_STEP_S);
+            (zone, Series { points, step_s })
+        })
+        .collect();
+    Ok(HourlyIntensity { series })
+}
+
+/// Splits one CSV line (RFC 4180 quoting within a line: `"a,b"`, `""` for a quote).
+fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let mut chars = line.chars().peekable();
+    let mut in_quotes = false;
+    while let Some(c) = chars.next() {
+        match (in_quotes, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => in_quotes = false,
+            (true, c) => cell.push(c),
+            (false, '"') if cell.trim().is_empty() => {
+                cell.clear();
+                in_quotes = true;
+            }
+            (false, ',') => cells.push(std::mem::take(&mut cell)),
+            (false, c) => cell.push(c),
+        }
+    }
+    if in_quotes {
+        return Err("a quoted cell is not closed; end it with '\"' on the same line".to_owned());
+    }
+    cells.push(cell);
+    Ok(cells)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (era-based civil-date arithmetic).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+fn digits(s: &str, what: &str) -> Result<i64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what} '{s}' is not a number"));
+    }
+    s.parse()
+        .map_err(|_| format!("{what} '{s}' is out of range"))
+}
+
+/// Parses `YYYY-MM-DD[T| ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]` to unix seconds; no offset
+/// means UTC.
+pub(crate) fn parse_iso8601_utc(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (date, rest) = s
+        .split_once(['T', 't', ' '])
+        .ok_or("no time after the date")?;
+    let mut date_parts = date.split('-');
+    let (Some(y), Some(mo), Some(d), None) = (
+        date_parts.next(),
+        date_parts.next(),
+        date_parts.next(),
+        date_parts.next(),
+    ) else {
+        return Err("the date is not YYYY-MM-DD".to_owned());
+    };
+    if y.len() != 4 || mo.len() != 2 || d.len() != 2 {
+        return Err("the date is not YYYY-MM-DD".to_owned());
+    }
+    let (year, month, day) = (digits(y, "year")?, digits(mo, "month")?, digits(d, "day")?);
+    if !(1..=12).contains(&month) {
+        return Err(format!("month '{mo}' is not 01–12"));
+    }
+    if !(1..=days_in_month(year, month)).contains(&day) {
+        return Err(format!("day '{d}' does not exist in {y}-{mo}"));
+    }
+
+    // Split the clock from the offset.
+    let rest = rest.trim();
+    let (clock, offset_s) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else if let Some(pos) = rest.rfind(['+', '-']) {
+        let (clock, offset) = rest.split_at(pos);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let offset = &offset[1..];
+        let (oh, om) = match offset.split_once(':') {
+            Some((h, m)) => (h, m),
+            None if offset.len() == 4 => offset.split_at(2),
+            None if offset.len() == 2 => (offset, "00"),
+            None => return Err(format!("offset '{offset}' is not ±HH:MM")),
+        };
+        let (oh, om) = (digits(oh, "offset hour")?, digits(om, "offset minute")?);
+        if oh > 23 || om > 59 {
+            return Err(format!("offset '{offset}' is not ±HH:MM"));
+        }
+        (clock, sign * (oh * 3600 + om * 60))
+    } else {
+        (rest, 0)
+    };
+    let mut clock_parts = clock.split(':');
+    let h = clock_parts.next().unwrap_or_default();
+    let mi = clock_parts.next().ok_or("the time is not HH:MM[:SS]")?;
+    let sec = clock_parts.next().unwrap_or("00");
+    if clock_parts.next().is_some() || h.len() != 2 || mi.len() != 2 {
+        return Err("the time is not HH:MM[:SS]".to_owned());
+    }
+    let whole_sec = match sec.split_once('.') {
+        Some((whole, frac)) => {
+            digits(frac, "fraction of a second")?;
+            whole
+        }
+        None => sec,
+    };
+    if whole_sec.len() != 2 {
+        return Err("the time is not HH:MM[:SS]".to_owned());
+    }
+    let (hour, minute, second) = (
+        digits(h, "hour")?,
+        digits(mi, "minute")?,
+        digits(whole_sec, "second")?,
+    );
+    if hour > 23 || minute > 59 || second > 59 {
+        return Err(format!("'{clock}' is not a time of day"));
+    }
+    let days = days_from_civil(year, month, day);
+    Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_known_unix_times() {
+        assert_eq!(parse_iso8601_utc("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_iso8601_utc("2024-01-01T00:00:00Z"), Ok(1_704_067_200));
+        assert_eq!(parse_iso8601_utc("2024-02-29 12:30"), Ok(1_709_209_800));
+        assert_eq!(
+            parse_iso8601_utc("2000-03-01T00:00:00.999Z"),
+            Ok(951_868_800)
+        );
+        assert_eq!(parse_iso8601_utc("1969-12-31T23:59:59Z"), Ok(-1));
+        assert_eq!(
+            parse_iso8601_utc("2024-01-01T01:00:00+01:00"),
+            Ok(1_704_067_200)
+        );
+        assert_eq!(
+            parse_iso8601_utc("2023-12-31T19:00:00-0500"),
+            Ok(1_704_067_200)
+        );
+    }
+
+    #[test]
+    fn bad_times_are_rejected() {
+        for bad in [
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-01-01",
+            "2024-1-1T00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00+25:00",
+            "yesterday",
+            "2024-01-01T00:00:00:00Z",
+        ] {
+            assert!(parse_iso8601_utc(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(
+            split_csv_line(r#"a,"b,c","d ""q""",e"#),
+            Ok(vec![
+                "a".to_owned(),
+                "b,c".to_owned(),
+                r#"d "q""#.to_owned(),
+                "e".to_owned()
+            ])
+        );
+        assert!(split_csv_line(r#"a,"b"#).is_err());
+        assert_eq!(split_csv_line(""), Ok(vec![String::new()]));
+    }
+}

@@ -39,7 +39,7 @@ impl HourlyIntensity {
         let series = self.series.get(&normalize_zone(zone))?;
         let idx = series.points.partition_point(|(t, _)| *t <= unix_s);
         let (start, value) = *series.points.get(idx.checked_sub(1)?)?;
-        (unix_s - start < series.step_s).then_some(value)
+        (unix_s.saturating_sub(start) < series.step_s).then_some(value)
     }
 
     /// The zones present, upper-cased, sorted.
@@ -398,6 +398,37 @@ mod tests {
             "2024-01-01T00:00:00:00Z",
         ] {
             assert!(parse_iso8601_utc(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn clock_and_offset_add_up(
+            year in 1900i64..2200, month in 1i64..=12, day_seed in 0i64..31,
+            hour in 0i64..24, minute in 0i64..60, second in 0i64..60,
+            off_h in 0i64..15, off_m in 0i64..60, negative in proptest::bool::ANY,
+        ) {
+            let day = 1 + day_seed % days_in_month(year, month);
+            let date = format!("{year:04}-{month:02}-{day:02}");
+            let midnight = parse_iso8601_utc(&format!("{date}T00:00:00Z")).expect("midnight");
+            let utc = parse_iso8601_utc(&format!("{date}T{hour:02}:{minute:02}:{second:02}Z"))
+                .expect("valid time");
+            proptest::prop_assert_eq!(utc, midnight + hour * 3600 + minute * 60 + second);
+            let sign = if negative { '-' } else { '+' };
+            let local = parse_iso8601_utc(&format!(
+                "{date} {hour:02}:{minute:02}:{second:02}{sign}{off_h:02}:{off_m:02}"
+            ))
+            .expect("valid offset");
+            let offset = (off_h * 3600 + off_m * 60) * if negative { -1 } else { 1 };
+            proptest::prop_assert_eq!(local, utc - offset);
+            // The last day of a month is followed, 86,400 s later, by the 1st of the next.
+            let last = days_in_month(year, month);
+            let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+            let end = parse_iso8601_utc(&format!("{year:04}-{month:02}-{last:02}T00:00Z"))
+                .expect("last day");
+            let next = parse_iso8601_utc(&format!("{next_year:04}-{next_month:02}-01T00:00Z"))
+                .expect("first day");
+            proptest::prop_assert_eq!(next - end, 86_400);
         }
     }
 

@@ -151,3 +151,22 @@ fn live_proc_self() {
     let pct = r.host_cpu_pct();
     assert!((0.0..=100.0).contains(&pct), "{pct}");
 }
+
+#[cfg(unix)]
+#[test]
+fn hidden_cmdline_is_an_error_not_gone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeProc { root: dir.path() };
+    fake.add(5, 1, "x", &["x"], None, "");
+    let cmdline = dir.path().join("5/cmdline");
+    fs::set_permissions(&cmdline, fs::Permissions::from_mode(0o000)).expect("chmod");
+    if fs::read(&cmdline).is_ok() {
+        return; // running as root: permissions are not enforced
+    }
+    let err = ProcReader::with_root(dir.path())
+        .facts(5)
+        .expect_err("unreadable");
+    assert!(matches!(err, ProcError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("hidepid"), "{err}");
+}

@@ -31,7 +31,7 @@ pub enum ProcError {
         pid: u32,
     },
     /// A file of the process could not be read.
-    #[error("cannot read '{}': {source}; the agent needs read access to /proc (run it on the host's pid namespace)", path.display())]
+    #[error("cannot read '{}': {source}; the agent needs read access to /proc (run it in the host's pid namespace, and without hidepid= on the /proc mount)", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -89,7 +89,11 @@ impl ProcReader {
     /// The facts of one process. [`ProcError::Gone`] when it vanished.
     pub fn facts(&self, pid: u32) -> Result<ProcessFacts, ProcError> {
         let dir = self.root.join(pid.to_string());
-        let cmdline_raw = read_bytes(&dir.join("cmdline"), pid)?.ok_or(ProcError::Gone { pid })?;
+        let cmdline_path = dir.join("cmdline");
+        let cmdline_raw = read_bytes(&cmdline_path, pid)?.ok_or_else(|| ProcError::Io {
+            source: std::io::Error::from(ErrorKind::PermissionDenied),
+            path: cmdline_path,
+        })?;
         let cmdline = split_nul(&cmdline_raw);
         let comm = read_optional(&dir, "comm", pid)?
             .map(|b| {

@@ -1,1 +1,183 @@
-//! (being written)
+//! Sample: two successive readings of one GPU → that interval's energy, with the path
+//! it came from (METHODOLOGY §1). Pure.
+//!
+//! - `counter`: difference of NVML's cumulative energy counter (millijoules);
+//! - `integrated`: trapezoidal integration of power, when the GPU has no counter or the
+//!   counter went backwards (a driver reload or GPU reset);
+//! - `gap`: neither could be read; the interval carries no energy and is flagged.
+//!
+//! It also learns each GPU's static power as the lowest power seen while no compute
+//! process ran (as Kepler does), unless the configuration fixes it.
+
+use inferwatt_core::schema::EnergySource;
+use inferwatt_core::units::mj_to_j;
+
+/// What the sampler needs from one reading of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnergyReading {
+    /// Wall-clock time of the reading, ns since the Unix epoch.
+    pub t_ns: i64,
+    /// Cumulative energy counter (mJ), `None` when unsupported or unreadable.
+    pub counter_mj: Option<u64>,
+    /// Power (W), `None` when unreadable.
+    pub power_w: Option<f64>,
+}
+
+/// One GPU interval's energy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalEnergy {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub energy_j: f64,
+    pub source: EnergySource,
+    /// The counter went backwards in this interval.
+    pub counter_reset: bool,
+}
+
+impl IntervalEnergy {
+    pub fn interval_s(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+}
+
+/// Per-GPU state between readings.
+#[derive(Debug, Clone, Default)]
+pub struct GpuSampler {
+    last: Option<EnergyReading>,
+    learned_idle_w: Option<f64>,
+}
+
+impl GpuSampler {
+    pub fn new() -> Self {
+        GpuSampler::default()
+    }
+
+    /// A sampler that resumes from a reading made before (e.g. by a previous run).
+    pub fn resume(last: EnergyReading) -> Self {
+        GpuSampler {
+            last: Some(last),
+            learned_idle_w: None,
+        }
+    }
+
+    /// The last reading taken.
+    pub fn last(&self) -> Option<EnergyReading> {
+        self.last
+    }
+
+    /// Takes a reading; returns the interval since the previous one (none for the first).
+    pub fn step(&mut self, cur: EnergyReading) -> Option<IntervalEnergy> {
+        let prev = self.last.replace(cur)?;
+        if cur.t_ns <= prev.t_ns {
+            return None;
+        }
+        Some(interval_between(prev, cur))
+    }
+
+    /// Lowers the learned static power if `power_w` was seen with no compute process.
+    pub fn observe_idle_power(&mut self, power_w: f64) {
+        if power_w.is_finite() && power_w > 0.0 {
+            self.learned_idle_w = Some(self.learned_idle_w.map_or(power_w, |w| w.min(power_w)));
+        }
+    }
+
+    /// Static power learned so far.
+    pub fn learned_idle_w(&self) -> Option<f64> {
+        self.learned_idle_w
+    }
+}
+
+/// Energy between two readings of one GPU.
+pub fn interval_between(prev: EnergyReading, cur: EnergyReading) -> IntervalEnergy {
+    let dt_s = (cur.t_ns - prev.t_ns) as f64 / 1e9;
+    let mut out = IntervalEnergy {
+        start_ns: prev.t_ns,
+        end_ns: cur.t_ns,
+        energy_j: 0.0,
+        source: EnergySource::Gap,
+        counter_reset: false,
+    };
+    if let (Some(a), Some(b)) = (prev.counter_mj, cur.counter_mj) {
+        if b >= a {
+            out.energy_j = mj_to_j(b - a);
+            out.source = EnergySource::Counter;
+            return out;
+        }
+        out.counter_reset = true;
+    }
+    match (prev.power_w, cur.power_w) {
+        (Some(p0), Some(p1)) => {
+            out.energy_j = trapezoid_j(p0, p1, dt_s);
+            out.source = EnergySource::Integrated;
+        }
+        (None, Some(p)) | (Some(p), None) => {
+            out.energy_j = p * dt_s;
+            out.source = EnergySource::Integrated;
+        }
+        (None, None) => {}
+    }
+    out
+}
+
+/// Trapezoidal energy of a linear power ramp from `p0_w` to `p1_w` over `dt_s`.
+pub fn trapezoid_j(p0_w: f64, p1_w: f64, dt_s: f64) -> f64 {
+    0.5 * (p0_w + p1_w) * dt_s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(t_s: f64, counter: Option<u64>, power: Option<f64>) -> EnergyReading {
+        EnergyReading {
+            t_ns: (t_s * 1e9) as i64,
+            counter_mj: counter,
+            power_w: power,
+        }
+    }
+
+    #[test]
+    fn counter_path_differences_millijoules() {
+        let mut s = GpuSampler::new();
+        assert!(s.step(r(0.0, Some(1_000_000), Some(100.0))).is_none());
+        let i = s.step(r(1.0, Some(1_250_500), Some(300.0))).expect("interval");
+        assert_eq!(i.source, EnergySource::Counter);
+        assert!((i.energy_j - 250.5).abs() < 1e-9);
+        assert_eq!(i.interval_s(), 1.0);
+    }
+
+    #[test]
+    fn counter_reset_falls_back_to_integration() {
+        let i = interval_between(r(0.0, Some(5_000), Some(100.0)), r(2.0, Some(10), Some(300.0)));
+        assert_eq!(i.source, EnergySource::Integrated);
+        assert!(i.counter_reset);
+        assert!((i.energy_j - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_counter_integrates_and_nothing_is_a_gap() {
+        let i = interval_between(r(0.0, None, Some(100.0)), r(1.0, None, Some(200.0)));
+        assert_eq!(i.source, EnergySource::Integrated);
+        assert!((i.energy_j - 150.0).abs() < 1e-9);
+        let g = interval_between(r(0.0, None, None), r(1.0, None, None));
+        assert_eq!(g.source, EnergySource::Gap);
+        assert_eq!(g.energy_j, 0.0);
+    }
+
+    #[test]
+    fn learns_the_lowest_idle_power() {
+        let mut s = GpuSampler::new();
+        s.observe_idle_power(90.0);
+        s.observe_idle_power(70.0);
+        s.observe_idle_power(80.0);
+        s.observe_idle_power(f64::NAN);
+        assert_eq!(s.learned_idle_w(), Some(70.0));
+    }
+
+    #[test]
+    fn clock_going_backwards_gives_no_interval() {
+        let mut s = GpuSampler::new();
+        s.step(r(5.0, Some(1), None));
+        assert!(s.step(r(4.0, Some(2), None)).is_none());
+    }
+}

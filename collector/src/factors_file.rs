@@ -1,0 +1,736 @@
+//! The factors file (`--factors FILE`, and the collector config's `[factors]` section):
+//! per-site PUE, water, grid-intensity and market-based overrides, embodied figures, the
+//! idle-policy label and the methodology version; and their resolution, for the sites a
+//! report covers, into [`ResolvedFactors`] — every value with its unit, source and year,
+//! as the report's `methodology.factors` lists them.
+//!
+//! Resolution order per value: the site's table in the file, then the file's `[defaults]`,
+//! then what the agent reported for the site ([`SiteRow`]), then a cited reference
+//! (`inferwatt_core::factors`). Grid intensity: `intensity_g_per_kwh`, else the built-in
+//! table by zone, then by country; neither known → an error naming the site.
+//! No formula lives here: arithmetic is in `inferwatt_core::footprint`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use inferwatt_core::factors::{
+    self, embodied_default, ewif_reference, grid_intensity, parse_hourly_csv, pue_reference,
+    zone_country, HourlyIntensity,
+};
+use inferwatt_core::footprint::{self, FuelMix, MarketInputs};
+use serde::{Deserialize, Serialize};
+
+use crate::indicators::{ReportInput, SiteRow};
+
+/// The methodology version a report states when the file does not name one.
+pub const DEFAULT_METHODOLOGY_VERSION: &str = "inferwatt-methodology/1";
+/// Default equipment lifetime for embodied emissions (METHODOLOGY §5).
+pub const DEFAULT_LIFETIME_YEARS: f64 = 4.0;
+
+/// Why a factors file cannot be used. Each message names the file, the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum FactorsFileError {
+    #[error("cannot read factors file '{file}': {source}; check the path given to --factors")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("factors file '{file}': {message}")]
+    Parse { file: String, message: String },
+    #[error("factors file '{file}', key '{key}': {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    #[error("factors file '{file}', key 'sites.{site}.zone': site '{site}' has grid zone '{zone}' and country '{country}', neither in the built-in intensity tables; set 'sites.{site}.intensity_g_per_kwh', or a known 'zone' (e.g. 'US-CAL-CISO') or 'country' (e.g. 'USA')")]
+    UnknownZone {
+        file: String,
+        site: String,
+        zone: String,
+        country: String,
+    },
+    #[error("factors file '{file}', key '{key}': cannot read hourly intensity CSV '{csv}': {reason}")]
+    HourlyCsv {
+        file: String,
+        key: String,
+        csv: String,
+        reason: String,
+    },
+}
+
+/// The factors file as written (TOML). Also the collector config's `[factors]` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorsFile {
+    /// Methodology version printed in reports.
+    #[serde(default = "default_methodology_version")]
+    pub methodology_version: String,
+    /// Label of the agents' idle allocation policy (`resident` or `separate`), printed in
+    /// reports; the attribution itself happens in the agent.
+    #[serde(default = "default_idle_policy")]
+    pub idle_policy: String,
+    /// Values applied to every site unless its own table overrides them.
+    #[serde(default)]
+    pub defaults: SiteFactors,
+    /// Per-site tables, keyed by the site name the agents report.
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteFactors>,
+}
+
+fn default_methodology_version() -> String {
+    DEFAULT_METHODOLOGY_VERSION.to_owned()
+}
+
+fn default_idle_policy() -> String {
+    "resident".to_owned()
+}
+
+/// Factors of one site (every field optional: unset falls back, see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFactors {
+    /// Electricity Maps grid zone (e.g. "US-CAL-CISO"), overriding the agent's.
+    pub zone: Option<String>,
+    /// Country (ISO alpha-2 or alpha-3), overriding the agent's.
+    pub country: Option<String>,
+    /// Power usage effectiveness (≥ 1), or a reference name in `pue_reference`.
+    pub pue: Option<f64>,
+    /// Name of a PUE reference ("uptime-2024", "google-2024", ...), used when `pue` is unset.
+    pub pue_reference: Option<String>,
+    /// On-site water usage effectiveness, L/kWh of IT energy.
+    pub wue_l_per_kwh: Option<f64>,
+    /// Off-site electricity water intensity, L/kWh of facility energy.
+    pub ewif_l_per_kwh: Option<f64>,
+    /// Generation shares by fuel, to derive EWIF when `ewif_l_per_kwh` is unset.
+    pub fuel_mix: Option<FuelMixFile>,
+    /// Grid carbon intensity override, gCO2e/kWh (location-based).
+    pub intensity_g_per_kwh: Option<f64>,
+    /// Source to print for `intensity_g_per_kwh`.
+    pub intensity_source: Option<String>,
+    /// Year of the built-in table to use (newest ≤ this year); newest when unset.
+    pub intensity_year: Option<i32>,
+    /// Hourly intensity CSV (`datetime,zone,g_per_kwh` or an Electricity Maps export),
+    /// relative to the factors file.
+    pub hourly_intensity_csv: Option<PathBuf>,
+    /// Share of consumption covered by contractual instruments (0..=1).
+    pub covered_share: Option<f64>,
+    /// Emission factor of the instruments, gCO2e/kWh (0 for renewable PPAs).
+    pub instrument_g_per_kwh: Option<f64>,
+    /// Residual-mix factor for the uncovered share, gCO2e/kWh.
+    pub residual_mix_g_per_kwh: Option<f64>,
+    /// Embodied kgCO2e per GPU, by NVML GPU name, overriding the built-in figures.
+    #[serde(default)]
+    pub gpu_embodied_kg: BTreeMap<String, f64>,
+    /// Server embodied kgCO2e (without GPUs) per GPU it holds.
+    pub server_embodied_kg_per_gpu: Option<f64>,
+    /// Equipment lifetime in years (default 4).
+    pub lifetime_years: Option<f64>,
+}
+
+/// Fuel shares (0..=1, summing to 1) as written in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FuelMixFile {
+    #[serde(default)]
+    pub coal: f64,
+    #[serde(default)]
+    pub gas: f64,
+    #[serde(default)]
+    pub nuclear: f64,
+    #[serde(default)]
+    pub oil: f64,
+    #[serde(default)]
+    pub other: f64,
+    #[serde(default)]
+    pub solar: f64,
+    #[serde(default)]
+    pub wind: f64,
+    #[serde(default)]
+    pub hydro: f64,
+}
+
+impl From<FuelMixFile> for FuelMix {
+    fn from(m: FuelMixFile) -> Self {
+        FuelMix {
+            coal: m.coal,
+            gas: m.gas,
+            nuclear: m.nuclear,
+            oil: m.oil,
+            other: m.other,
+            solar: m.solar,
+            wind: m.wind,
+            hydro: m.hydro,
+        }
+    }
+}
+
+/// A factor as the report prints it: `{"site","name","value","unit","source","year"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportFactor {
+    pub site: String,
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub source: String,
+    pub year: Option<i32>,
+}
+
+impl ReportFactor {
+    fn from_core(site: &str, f: factors::Factor) -> Self {
+        ReportFactor {
+            site: site.to_owned(),
+            name: f.name,
+            value: f.value,
+            unit: f.unit,
+            source: f.source,
+            year: f.year,
+        }
+    }
+
+    fn new(site: &str, name: &str, value: f64, unit: &str, source: String) -> Self {
+        ReportFactor {
+            site: site.to_owned(),
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            source,
+            year: None,
+        }
+    }
+}
+
+/// Every factor of one site, checked and ready for `indicators::compute`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSite {
+    pub site: String,
+    pub country: String,
+    pub zone: String,
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+    pub ewif_l_per_kwh: f64,
+    /// Yearly (or overridden) location-based intensity, gCO2e/kWh.
+    pub grid_g_per_kwh: f64,
+    /// Hourly series; an hour it lacks falls back to `grid_g_per_kwh`.
+    pub hourly: Option<HourlyIntensity>,
+    /// Market-based inputs (`grid_average_g_per_kwh` = `grid_g_per_kwh`).
+    pub market: MarketInputs,
+    /// Embodied kgCO2e per GPU by GPU name (names seen in the input); a GPU with no
+    /// figure is absent (counted as 0 and listed in `warnings`).
+    pub gpu_embodied_kg: BTreeMap<String, f64>,
+    pub server_embodied_kg_per_gpu: f64,
+    pub lifetime_years: f64,
+}
+
+impl ResolvedSite {
+    /// Location-based intensity at `hour_start_ns`: the hourly series, else the yearly value.
+    pub fn intensity_at(&self, hour_start_ns: i64) -> f64 {
+        let unix_s = hour_start_ns.div_euclid(1_000_000_000);
+        self.hourly
+            .as_ref()
+            .and_then(|h| h.at(&self.zone, unix_s))
+            .unwrap_or(self.grid_g_per_kwh)
+    }
+}
+
+/// Factors resolved for the sites of one report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFactors {
+    pub methodology_version: String,
+    pub idle_policy: String,
+    pub sites: BTreeMap<String, ResolvedSite>,
+    /// Every resolved factor, as `methodology.factors` prints it.
+    pub factors: Vec<ReportFactor>,
+    /// Fallbacks the report must flag (market residual from grid average, unknown GPU).
+    pub warnings: Vec<String>,
+}
+
+impl FactorsFile {
+    /// Reads and parses a factors file.
+    pub fn load(path: &Path) -> Result<Self, FactorsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FactorsFileError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, FactorsFileError> {
+        toml::from_str(text).map_err(|e| FactorsFileError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Resolves the factors of every site in `input` (its `sites` and any site its energy
+    /// rows name). `file` names the file in errors; `base_dir` is where relative
+    /// `hourly_intensity_csv` paths start.
+    pub fn resolve(
+        &self,
+        input: &ReportInput,
+        file: &str,
+        base_dir: &Path,
+    ) -> Result<ResolvedFactors, FactorsFileError> {
+        let mut site_rows: BTreeMap<&str, &SiteRow> = BTreeMap::new();
+        for s in &input.sites {
+            site_rows.insert(&s.site, s);
+        }
+        let mut names: BTreeSet<&str> = site_rows.keys().copied().collect();
+        let mut gpus: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for r in &input.energy {
+            names.insert(&r.site);
+            gpus.entry(&r.site).or_default().insert(&r.gpu_name);
+        }
+        for u in &input.usage {
+            names.insert(&u.site);
+        }
+        let mut out = ResolvedFactors {
+            methodology_version: self.methodology_version.clone(),
+            idle_policy: self.idle_policy.clone(),
+            sites: BTreeMap::new(),
+            factors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let empty = BTreeSet::new();
+        for name in names {
+            let ctx = Ctx {
+                file,
+                site: name,
+                own: self.sites.get(name),
+                defaults: &self.defaults,
+            };
+            let site = ctx.resolve(
+                site_rows.get(name).copied(),
+                gpus.get(name).unwrap_or(&empty),
+                base_dir,
+                &mut out,
+            )?;
+            out.sites.insert(name.to_owned(), site);
+        }
+        Ok(out)
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    site: &'a str,
+    own: Option<&'a SiteFactors>,
+    defaults: &'a SiteFactors,
+}
+
+impl<'a> Ctx<'a> {
+    /// The site's value, else the default's, with the key it came from.
+    fn pick<T: Clone>(&self, get: impl Fn(&SiteFactors) -> Option<T>) -> Option<(T, String)> {
+        self.own
+            .and_then(&get)
+            .map(|v| (v, format!("sites.{}", self.site)))
+            .or_else(|| get(self.defaults).map(|v| (v, "defaults".to_owned())))
+    }
+
+    fn invalid(&self, key: String, reason: String) -> FactorsFileError {
+        FactorsFileError::Invalid {
+            file: self.file.to_owned(),
+            key,
+            reason,
+        }
+    }
+
+    fn check(&self, r: Result<f64, footprint::FootprintError>) -> Result<f64, FactorsFileError> {
+        r.map_err(|e| {
+            let key = match &e {
+                footprint::FootprintError::PueBelowOne { key, .. }
+                | footprint::FootprintError::Negative { key, .. }
+                | footprint::FootprintError::ShareOutOfRange { key, .. }
+                | footprint::FootprintError::LifetimeNotPositive { key, .. } => key.clone(),
+                _ => format!("sites.{}", self.site),
+            };
+            self.invalid(key, e.to_string())
+        })
+    }
+
+    fn resolve(
+        &self,
+        row: Option<&SiteRow>,
+        gpu_names: &BTreeSet<&str>,
+        base_dir: &Path,
+        out: &mut ResolvedFactors,
+    ) -> Result<ResolvedSite, FactorsFileError> {
+        let site = self.site;
+        let mut push = |f: ReportFactor| out.factors.push(f);
+
+        // Geography.
+        let zone = self
+            .pick(|s| s.zone.clone())
+            .map(|(z, _)| z)
+            .or_else(|| row.map(|r| r.zone.clone()))
+            .unwrap_or_default();
+        let country = self
+            .pick(|s| s.country.clone())
+            .map(|(c, _)| c)
+            .or_else(|| row.map(|r| r.country.clone()).filter(|c| !c.is_empty()))
+            .or_else(|| zone_country(&zone))
+            .unwrap_or_default();
+
+        // PUE.
+        let pue = if let Some((v, key)) = self.pick(|s| s.pue) {
+            let key = format!("{key}.pue");
+            let v = self.check(footprint::check_pue(&key, v))?;
+            push(ReportFactor::new(
+                site,
+                "pue",
+                v,
+                "ratio",
+                format!("factors file '{}' ({key})", self.file),
+            ));
+            v
+        } else if let Some((name, key)) = self.pick(|s| s.pue_reference.clone()) {
+            let f = pue_reference(&name).ok_or_else(|| {
+                self.invalid(
+                    format!("{key}.pue_reference"),
+                    format!(
+                        "'{name}' is not a known PUE reference; use one of: {}",
+                        factors::pue_reference_names().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            let v = f.value;
+            push(ReportFactor::from_core(site, f));
+            v
+        } else if let Some(v) = row.map(|r| r.pue).filter(|p| p.is_finite() && *p >= 1.0) {
+            push(ReportFactor::new(
+                site,
+                "pue",
+                v,
+                "ratio",
+                "site configuration reported by the agent".to_owned(),
+            ));
+            v
+        } else {
+            let f = pue_reference("uptime-2024").ok_or_else(|| {
+                self.invalid(
+                    format!("sites.{site}.pue"),
+                    "no PUE set and the built-in reference is missing; set 'pue'".to_owned(),
+                )
+            })?;
+            let v = f.value;
+            let mut rf = ReportFactor::from_core(site, f);
+            rf.source = format!("default (no PUE configured): {}", rf.source);
+            push(rf);
+            v
+        };
+
+        // On-site water.
+        let wue = if let Some((v, key)) = self.pick(|s| s.wue_l_per_kwh) {
+            let key = format!("{key}.wue_l_per_kwh");
+            let v = self.check(footprint::check_non_negative(&key, v))?;
+            push(ReportFactor::new(
+                site,
+                "wue",
+                v,
+                "L/kWh",
+                format!("factors file '{}' ({key})", self.file),
+            ));
+            v
+        } else {
+            let v = row
+                .map(|r| r.wue_l_per_kwh)
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .unwrap_or(0.0);
+            let source = if row.is_some() {
+                "site configuration reported by the agent".to_owned()
+            } else {
+                format!("not configured: set 'sites.{site}.wue_l_per_kwh'")
+            };
+            push(ReportFactor::new(site, "wue", v, "L/kWh", source));
+            v
+        };
+
+        // Off-site water.
+        let ewif = if let Some((v, key)) = self.pick(|s| s.ewif_l_per_kwh) {
+            let key = format!("{key}.ewif_l_per_kwh");
+            let v = self.check(footprint::check_non_negative(&key, v))?;
+            push(ReportFactor::new(
+                site,
+                "ewif",
+                v,
+                "L/kWh",
+                format!("factors file '{}' ({key})", self.file),
+            ));
+            v
+        } else if let Some((mix, key)) = self.pick(|s| s.fuel_mix) {
+            let v = footprint::ewif_from_mix(&mix.into())
+                .map_err(|e| self.invalid(format!("{key}.fuel_mix"), e.to_string()))?;
+            push(ReportFactor::new(
+                site,
+                "ewif",
+                v,
+                "L/kWh",
+                format!(
+                    "derived from fuel mix in factors file '{}' ({key}.fuel_mix), per-fuel gal/MWh of Li et al. (arXiv 2304.03271)",
+                    self.file
+                ),
+            ));
+            v
+        } else {
+            let f = ewif_reference("us-average-li").ok_or_else(|| {
+                self.invalid(
+                    format!("sites.{site}.ewif_l_per_kwh"),
+                    "no EWIF set and the built-in reference is missing; set 'ewif_l_per_kwh'"
+                        .to_owned(),
+                )
+            })?;
+            let v = f.value;
+            let mut rf = ReportFactor::from_core(site, f);
+            rf.source = format!("default (no EWIF configured): {}", rf.source);
+            push(rf);
+            v
+        };
+
+        // Grid intensity.
+        let grid = if let Some((v, key)) = self.pick(|s| s.intensity_g_per_kwh) {
+            let key = format!("{key}.intensity_g_per_kwh");
+            let v = self.check(footprint::check_non_negative(&key, v))?;
+            let source = self
+                .pick(|s| s.intensity_source.clone())
+                .map(|(s, _)| s)
+                .unwrap_or_else(|| format!("factors file '{}' ({key})", self.file));
+            push(ReportFactor::new(
+                site,
+                "grid_intensity",
+                v,
+                "gCO2e/kWh",
+                source,
+            ));
+            v
+        } else {
+            let year = self.pick(|s| s.intensity_year).map(|(y, _)| y);
+            let g = (!zone.is_empty())
+                .then(|| grid_intensity(&zone, year))
+                .flatten()
+                .or_else(|| {
+                    (!country.is_empty())
+                        .then(|| grid_intensity(&country, year))
+                        .flatten()
+                })
+                .ok_or_else(|| FactorsFileError::UnknownZone {
+                    file: self.file.to_owned(),
+                    site: site.to_owned(),
+                    zone: zone.clone(),
+                    country: country.clone(),
+                })?;
+            let v = g.g_per_kwh;
+            push(ReportFactor::from_core(site, g.to_factor()));
+            v
+        };
+
+        // Hourly intensity.
+        let hourly = match self.pick(|s| s.hourly_intensity_csv.clone()) {
+            None => None,
+            Some((path, key)) => {
+                let key = format!("{key}.hourly_intensity_csv");
+                let full = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base_dir.join(&path)
+                };
+                let csv_err = |reason: String| FactorsFileError::HourlyCsv {
+                    file: self.file.to_owned(),
+                    key: key.clone(),
+                    csv: full.display().to_string(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(&full).map_err(|e| csv_err(e.to_string()))?;
+                let h = parse_hourly_csv(&text).map_err(|e| csv_err(e.to_string()))?;
+                if h.range(&zone).is_none() {
+                    return Err(csv_err(format!(
+                        "it has no rows for zone '{zone}' (zones present: {}); export the series for zone '{zone}'",
+                        h.zones().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                push(ReportFactor::new(
+                    site,
+                    "grid_intensity_hourly_rows",
+                    h.len() as f64,
+                    "rows",
+                    format!(
+                        "hourly intensity CSV '{}' for zone '{zone}'; hours it lacks use grid_intensity",
+                        full.display()
+                    ),
+                ));
+                Some(h)
+            }
+        };
+
+        // Market-based.
+        let covered = self.pick(|s| s.covered_share);
+        let instrument = self.pick(|s| s.instrument_g_per_kwh);
+        let residual = self.pick(|s| s.residual_mix_g_per_kwh);
+        let market = MarketInputs {
+            covered_share: covered.as_ref().map(|(v, _)| *v).unwrap_or(0.0),
+            instrument_g_per_kwh: instrument.as_ref().map(|(v, _)| *v).unwrap_or(0.0),
+            residual_mix_g_per_kwh: residual.as_ref().map(|(v, _)| *v),
+            grid_average_g_per_kwh: grid,
+        };
+        let market_key = covered
+            .as_ref()
+            .or(instrument.as_ref())
+            .or(residual.as_ref())
+            .map(|(_, k)| k.clone())
+            .unwrap_or_else(|| format!("sites.{site}"));
+        market.validate(&market_key).map_err(|e| {
+            let key = match &e {
+                footprint::FootprintError::Negative { key, .. }
+                | footprint::FootprintError::ShareOutOfRange { key, .. } => key.clone(),
+                _ => market_key.clone(),
+            };
+            self.invalid(key, e.to_string())
+        })?;
+        let file_src = |k: &str| format!("factors file '{}' ({k})", self.file);
+        push(ReportFactor::new(
+            site,
+            "market_covered_share",
+            market.covered_share,
+            "share",
+            covered
+                .as_ref()
+                .map(|(_, k)| file_src(&format!("{k}.covered_share")))
+                .unwrap_or_else(|| "not configured: no contractual instruments".to_owned()),
+        ));
+        if market.covered_share > 0.0 {
+            push(ReportFactor::new(
+                site,
+                "market_instrument_intensity",
+                market.instrument_g_per_kwh,
+                "gCO2e/kWh",
+                instrument
+                    .as_ref()
+                    .map(|(_, k)| file_src(&format!("{k}.instrument_g_per_kwh")))
+                    .unwrap_or_else(|| "default 0 (renewable instruments)".to_owned()),
+            ));
+        }
+        match &residual {
+            Some((v, k)) => push(ReportFactor::new(
+                site,
+                "market_residual_mix",
+                *v,
+                "gCO2e/kWh",
+                file_src(&format!("{k}.residual_mix_g_per_kwh")),
+            )),
+            None if market.covered_share < 1.0 => {
+                push(ReportFactor::new(
+                    site,
+                    "market_residual_mix",
+                    grid,
+                    "gCO2e/kWh",
+                    "flag: no residual mix configured, grid average used".to_owned(),
+                ));
+                out_warning(
+                    &mut out.warnings,
+                    format!("site '{site}': market-based emissions use the grid average for the uncovered share; set 'sites.{site}.residual_mix_g_per_kwh'"),
+                );
+            }
+            None => {}
+        }
+
+        // Embodied.
+        let lifetime_years = match self.pick(|s| s.lifetime_years) {
+            Some((v, key)) => {
+                let key = format!("{key}.lifetime_years");
+                self.check(footprint::check_lifetime_hours(
+                    &key,
+                    footprint::years_to_hours(v),
+                ))?;
+                out.factors.push(ReportFactor::new(
+                    site,
+                    "lifetime",
+                    v,
+                    "years",
+                    file_src(&key),
+                ));
+                v
+            }
+            None => {
+                out.factors.push(ReportFactor::new(
+                    site,
+                    "lifetime",
+                    DEFAULT_LIFETIME_YEARS,
+                    "years",
+                    "default (METHODOLOGY §5)".to_owned(),
+                ));
+                DEFAULT_LIFETIME_YEARS
+            }
+        };
+        let server_kg = match self.pick(|s| s.server_embodied_kg_per_gpu) {
+            Some((v, key)) => {
+                let key = format!("{key}.server_embodied_kg_per_gpu");
+                let v = self.check(footprint::check_non_negative(&key, v))?;
+                out.factors.push(ReportFactor::new(
+                    site,
+                    "server_embodied_per_gpu",
+                    v,
+                    "kgCO2e",
+                    file_src(&key),
+                ));
+                v
+            }
+            None => 0.0,
+        };
+        let mut gpu_embodied_kg = BTreeMap::new();
+        for gpu in gpu_names {
+            let configured = self
+                .own
+                .and_then(|s| s.gpu_embodied_kg.get(*gpu).map(|v| (*v, format!("sites.{site}"))))
+                .or_else(|| {
+                    self.defaults
+                        .gpu_embodied_kg
+                        .get(*gpu)
+                        .map(|v| (*v, "defaults".to_owned()))
+                });
+            if let Some((v, key)) = configured {
+                let key = format!("{key}.gpu_embodied_kg.\"{gpu}\"");
+                let v = self.check(footprint::check_non_negative(&key, v))?;
+                out.factors.push(ReportFactor::new(
+                    site,
+                    "embodied_per_gpu",
+                    v,
+                    "kgCO2e",
+                    format!("{} for GPU '{gpu}'", file_src(&key)),
+                ));
+                gpu_embodied_kg.insert((*gpu).to_owned(), v);
+            } else if let Some(d) = embodied_default(gpu) {
+                let mut rf = ReportFactor::from_core(site, d.to_factor());
+                rf.source = format!("{} (GPU '{gpu}')", rf.source);
+                out.factors.push(rf);
+                gpu_embodied_kg.insert((*gpu).to_owned(), d.kg_co2e);
+            } else {
+                out_warning(
+                    &mut out.warnings,
+                    format!("site '{site}': no embodied figure for GPU '{gpu}', counted as 0; set 'sites.{site}.gpu_embodied_kg.\"{gpu}\"'"),
+                );
+            }
+        }
+
+        Ok(ResolvedSite {
+            site: site.to_owned(),
+            country,
+            zone,
+            pue,
+            wue_l_per_kwh: wue,
+            ewif_l_per_kwh: ewif,
+            grid_g_per_kwh: grid,
+            hourly,
+            market,
+            gpu_embodied_kg,
+            server_embodied_kg_per_gpu: server_kg,
+            lifetime_years,
+        })
+    }
+}
+
+fn out_warning(warnings: &mut Vec<String>, w: String) {
+    if !warnings.contains(&w) {
+        warnings.push(w);
+    }
+}

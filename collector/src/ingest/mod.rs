@@ -1,0 +1,247 @@
+//! Ingest: the InfluxDB v2 write API (`POST /api/v2/write`), its errors in InfluxDB's
+//! shape (`{"code","message"}`), and `import` of line-protocol files. A request is
+//! authenticated, read under the size cap, decoded, checked against the token's binding
+//! and stored in one transaction; 204 is sent only after the commit.
+
+pub mod auth;
+pub mod body;
+pub mod import;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use inferwatt_core::lineproto::{self, Precision};
+
+use crate::api::AppState;
+use crate::store::{Store, StoreError, WriteOutcome};
+use auth::{AuthError, Binding};
+use body::BodyError;
+
+/// An error answered to a writer, with its HTTP status and InfluxDB error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a malformed line or point; the message starts with `line N:`.
+    #[error("{0}")]
+    Invalid(String),
+    /// 401
+    #[error(transparent)]
+    Unauthorized(AuthError),
+    /// 403: the token may not write a point's site/host.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 413, 415 or 400 from reading the body.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// 500
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The message of an error response, left in the response's extensions for the logging
+/// middleware (so each error is logged once, with its status).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(AuthError::Missing | AuthError::Unknown) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Unauthorized(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Body(BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Body(BodyError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Body(BodyError::BadGzip(_) | BodyError::Read(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// InfluxDB's error code for the status.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::BAD_REQUEST => "invalid",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
+            _ => "internal error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let body = serde_json::json!({ "code": self.code(), "message": message });
+        let mut resp = (self.status(), Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorMessage(message));
+        resp
+    }
+}
+
+/// The 1-based line number of each point of a body: lines that are neither blank nor
+/// `#` comments, in order.
+pub fn point_lines(body: &[u8]) -> Vec<usize> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_ascii();
+            !t.is_empty() && !t.starts_with(b"#")
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+fn line_of(lines: &[usize], index: usize) -> String {
+    match lines.get(index) {
+        Some(n) => format!("line {n}"),
+        None => format!("point {}", index + 1),
+    }
+}
+
+/// Parses `precision=` (`ns`, `us`, `ms`, `s`; InfluxDB also accepts `n`, `u`).
+pub fn parse_precision(s: Option<&str>) -> Result<Precision, ApiError> {
+    match s.unwrap_or("ns") {
+        "ns" | "n" | "" => Ok(Precision::Nanoseconds),
+        "us" | "u" => Ok(Precision::Microseconds),
+        "ms" => Ok(Precision::Milliseconds),
+        "s" => Ok(Precision::Seconds),
+        other => Err(ApiError::Invalid(format!(
+            "precision '{other}' is not supported; use ns, us, ms or s"
+        ))),
+    }
+}
+
+/// Decodes, checks and stores one body in one transaction (blocking).
+pub fn ingest_bytes(
+    store: &Store,
+    body: &[u8],
+    precision: Precision,
+    binding: Option<&Binding>,
+    min_ts_ns: Option<i64>,
+    now_ns: i64,
+) -> Result<WriteOutcome, ApiError> {
+    let points =
+        lineproto::decode(body, precision, now_ns).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Err(r) = auth::authorize(binding, &points) {
+        let msg = format!("{}: {}", line_of(&point_lines(body), r.index), r.reason);
+        return Err(if r.forbidden {
+            ApiError::Forbidden(msg)
+        } else {
+            ApiError::Invalid(msg)
+        });
+    }
+    match store.write(&points, min_ts_ns) {
+        Ok(o) => Ok(o),
+        Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
+            "{}: {reason}",
+            line_of(&point_lines(body), index)
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+}
+
+/// `POST /api/v2/write?org=&bucket=&precision=`.
+pub async fn write(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let precision = parse_precision(query.get("precision").map(String::as_str))?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let binding = {
+        let s = state.clone();
+        blocking(move || {
+            s.auth
+                .authenticate(authorization.as_deref(), &s.store)
+                .map_err(|e| match e {
+                    AuthError::Store(e) => ApiError::Internal(e.to_string()),
+                    e => ApiError::Unauthorized(e),
+                })
+        })
+        .await?
+    };
+    let limit = state.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { limit }.into());
+    }
+    let encoding = body::parse_encoding(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("<not ASCII>")),
+    )?;
+    let raw = body::read_capped(body, limit).await?;
+    state.metrics.add_bytes(raw.len() as u64);
+    let s = state.clone();
+    let outcome = blocking(move || {
+        let body = body::decode_content(raw, encoding, limit)?;
+        let now = crate::now_ns();
+        let min = crate::store::retention::raw_cutoff_ns(now, s.config.raw_retention_days);
+        ingest_bytes(&s.store, &body, precision, binding.as_ref(), min, now)
+    })
+    .await?;
+    state.metrics.record_write(&outcome);
+    if let Some(c) = &outcome.first_conflict {
+        tracing::warn!(
+            conflicts = outcome.conflicts,
+            first = %c,
+            "re-sent points differ from the stored ones; the first stored values were kept"
+        );
+    }
+    if outcome.expired > 0 {
+        tracing::warn!(
+            expired = outcome.expired,
+            raw_retention_days = state.config.raw_retention_days,
+            "points older than the raw retention were not stored"
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_lines_skip_blanks_and_comments() {
+        let body = b"# c\na f=1\n\n  \nb f=2\r\n# x\nc f=3";
+        assert_eq!(point_lines(body), vec![2, 5, 7]);
+    }
+
+    #[test]
+    fn precision_names() {
+        assert_eq!(parse_precision(Some("s")).expect("ok"), Precision::Seconds);
+        assert_eq!(parse_precision(None).expect("ok"), Precision::Nanoseconds);
+        assert!(parse_precision(Some("h")).is_err());
+    }
+}

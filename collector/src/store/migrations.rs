@@ -1,0 +1,128 @@
+//! Versioned schema migrations, tracked in SQLite's `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1`; a migration
+//! is never edited once released, only followed by a new one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// The schema, one step per version.
+///
+/// - `series`: one row per (measurement, tag set), with the tags as a JSON object and the
+///   tags the reports group by as columns.
+/// - `points`: every accepted point, fields as a JSON object; its primary key
+///   (series, timestamp) is the deduplication key.
+/// - `*_raw`: the numeric fields of the five wire measurements, keyed by time first for
+///   range scans.
+/// - `*_rollup`: sums per series and time bucket, at two levels (`level` = bucket width in
+///   seconds: 3600 and 86400), maintained in the transaction that inserts the point.
+/// - `tokens`: SHA-256 of write tokens and the site/host each may write.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    series_key TEXT NOT NULL UNIQUE,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    site TEXT NOT NULL DEFAULT '',
+    host TEXT NOT NULL DEFAULT '',
+    gpu_uuid TEXT NOT NULL DEFAULT '',
+    gpu_name TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    server TEXT NOT NULL DEFAULT '',
+    country TEXT NOT NULL DEFAULT '',
+    zone TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE INDEX points_by_ts ON points (ts);
+
+CREATE TABLE gpu_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL, source TEXT NOT NULL,
+    energy_j REAL NOT NULL, interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+CREATE TABLE model_energy_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    active_j REAL NOT NULL, idle_j REAL NOT NULL, host_j REAL NOT NULL, interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+CREATE TABLE model_usage_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+    interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+CREATE TABLE host_energy_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL, source TEXT NOT NULL,
+    cpu_j REAL NOT NULL, dram_j REAL NOT NULL, interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+CREATE TABLE site_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    pue REAL, wue_l_per_kwh REAL, interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE gpu_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    energy_j REAL NOT NULL, interval_s REAL NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id, source)
+) WITHOUT ROWID;
+CREATE TABLE model_energy_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    active_j REAL NOT NULL, idle_j REAL NOT NULL, host_j REAL NOT NULL,
+    interval_s REAL NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id)
+) WITHOUT ROWID;
+CREATE TABLE model_usage_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+    interval_s REAL NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id)
+) WITHOUT ROWID;
+CREATE TABLE host_energy_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    cpu_j REAL NOT NULL, dram_j REAL NOT NULL, interval_s REAL NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id, source)
+) WITHOUT ROWID;
+-- The latest site row (by timestamp) of each bucket.
+CREATE TABLE site_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL, pue REAL, wue_l_per_kwh REAL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE tokens (
+    sha256 TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    host TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// Brings the database to the latest schema version, one transaction per step.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let latest = MIGRATIONS.len() as i64;
+    if current > latest {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: latest,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "database schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`) holding every accepted
+//! point, typed tables and hourly/daily rollups for the five wire measurements, and the
+//! write tokens.
+//!
+//! A write is one transaction: either every point of a request is stored (or recognised as
+//! a duplicate) or none is. Duplicates are points with the same (measurement, tag set,
+//! timestamp) as a stored one; the FIRST stored value wins, a later one with different
+//! fields is ignored and counted as a conflict.
+//!
+//! Time convention: timestamps are interval ends, so a period `(from, to]` holds the points
+//! with `from < ts <= to`, and a rollup bucket starting at `b` holds `(b, b + width]`.
+
+pub mod migrations;
+pub mod query;
+pub mod retention;
+pub mod rollup;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use inferwatt_core::lineproto::{FieldValue, Point};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use query::{GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow};
+pub use retention::RetentionOutcome;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open database '{path}': {source}; check 'db_path' in the config (the directory must exist and be writable)")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database schema version {found} is newer than this collector supports ({supported}); upgrade inferwatt-collector")]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// A point of the batch cannot be stored; `index` is its 0-based position in the batch.
+    #[error("point {index}: {reason}")]
+    InvalidPoint { index: usize, reason: String },
+    #[error("the store's lock was poisoned by a panic in another request")]
+    Poisoned,
+}
+
+/// What one write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Points newly stored.
+    pub written: u64,
+    /// Points whose (measurement, tag set, timestamp) was already stored.
+    pub duplicates: u64,
+    /// Duplicates whose fields differ from the stored ones (the stored ones were kept).
+    pub conflicts: u64,
+    /// Points older than the raw retention horizon, not stored.
+    pub expired: u64,
+    /// The first conflicting point's series key and timestamp, for one log line.
+    pub first_conflict: Option<String>,
+}
+
+/// A write token's binding, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub sha256: String,
+    pub site: String,
+    pub host: String,
+    pub created_ns: i64,
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`; calls block, so async callers use
+/// `spawn_blocking`.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// Nanoseconds per rollup level, finest first.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
+/// Nanoseconds in a day bucket (UTC).
+pub const DAY_NS: i64 = 24 * HOUR_NS;
+/// The rollup levels, coarsest first, as (bucket width in ns, `level` column value).
+pub(crate) const LEVELS: [(i64, i64); 2] = [(DAY_NS, 86_400), (HOUR_NS, 3_600)];
+
+impl Store {
+    /// Opens (creating when missing) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Store::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL: readers do not block the writer; FULL: a commit is on disk before we ack.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Stores `points` in one transaction (all or nothing), deduplicating on (measurement,
+    /// tag set, timestamp) and maintaining the rollups. Points without a timestamp are
+    /// refused; points at or before `min_ts_ns` are skipped and counted as expired.
+    pub fn write(
+        &self,
+        points: &[Point],
+        min_ts_ns: Option<i64>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let typed = points
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                rollup::classify(p).map_err(|reason| StoreError::InvalidPoint { index, reason })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let mut outcome = WriteOutcome::default();
+        {
+            let mut series_ids: HashMap<String, i64> = HashMap::new();
+            let mut insert_point = tx.prepare_cached(
+                "INSERT OR IGNORE INTO points (series_id, ts, fields) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut stored_fields =
+                tx.prepare_cached("SELECT fields FROM points WHERE series_id = ?1 AND ts = ?2")?;
+            for (index, (p, t)) in points.iter().zip(&typed).enumerate() {
+                let Some(ts) = p.timestamp else {
+                    return Err(StoreError::InvalidPoint {
+                        index,
+                        reason: "point has no timestamp".into(),
+                    });
+                };
+                if min_ts_ns.is_some_and(|min| ts <= min) {
+                    outcome.expired += 1;
+                    continue;
+                }
+                let key = p.series_key();
+                let series_id = match series_ids.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = series_id(&tx, &key, p)?;
+                        series_ids.insert(key.clone(), id);
+                        id
+                    }
+                };
+                let fields = fields_json(p);
+                if insert_point.execute(params![series_id, ts, fields])? == 0 {
+                    outcome.duplicates += 1;
+                    let old: String =
+                        stored_fields.query_row(params![series_id, ts], |r| r.get(0))?;
+                    if old != fields {
+                        outcome.conflicts += 1;
+                        if outcome.first_conflict.is_none() {
+                            outcome.first_conflict = Some(format!("{key} {ts}"));
+                        }
+                    }
+                    continue;
+                }
+                outcome.written += 1;
+                rollup::insert_typed(&tx, series_id, ts, t)?;
+            }
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// A cheap query proving the database answers.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        let _version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok(())
+    }
+
+    /// Total stored points (all measurements).
+    pub fn count_points(&self) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM points", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Stored points of one measurement.
+    pub fn count_measurement(&self, measurement: &str) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM points p JOIN series s ON s.id = p.series_id WHERE s.measurement = ?1",
+            [measurement],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The earliest and latest stored timestamps, if any point is stored.
+    pub fn time_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let conn = self.lock()?;
+        let row: (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(ts), MAX(ts) FROM points", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(match row {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        })
+    }
+
+    /// Stores a token's SHA-256 (hex) and binding; replaces an existing row with that hash.
+    pub fn add_token(
+        &self,
+        sha256_hex: &str,
+        site: &str,
+        host: &str,
+        created_ns: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO tokens (sha256, site, host, created_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![sha256_hex, site, host, created_ns],
+        )?;
+        Ok(())
+    }
+
+    /// Looks a token up by its SHA-256 (hex).
+    pub fn find_token(&self, sha256_hex: &str) -> Result<Option<TokenRow>, StoreError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT sha256, site, host, created_ns FROM tokens WHERE sha256 = ?1",
+                [sha256_hex],
+                |r| {
+                    Ok(TokenRow {
+                        sha256: r.get(0)?,
+                        site: r.get(1)?,
+                        host: r.get(2)?,
+                        created_ns: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
+/// The id of a series, inserting it on first sight.
+fn series_id(tx: &rusqlite::Transaction<'_>, key: &str, p: &Point) -> Result<i64, StoreError> {
+    let tag = |k: &str| p.tag_value(k).unwrap_or("");
+    let tags: serde_json::Map<String, serde_json::Value> = p
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO series (series_key, measurement, tags, site, host, gpu_uuid, gpu_name, model, server, country, zone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (series_key) DO NOTHING",
+    )?;
+    insert.execute(params![
+        key,
+        p.measurement,
+        serde_json::Value::Object(tags).to_string(),
+        tag("site"),
+        tag("host"),
+        tag("gpu_uuid"),
+        tag("gpu_name"),
+        tag("model"),
+        tag("server"),
+        tag("country"),
+        tag("zone"),
+    ])?;
+    let mut select = tx.prepare_cached("SELECT id FROM series WHERE series_key = ?1")?;
+    Ok(select.query_row([key], |r| r.get(0))?)
+}
+
+/// The fields as a JSON object with sorted keys (floats keep a decimal point, so `1.0`
+/// and `1i` stay distinct).
+fn fields_json(p: &Point) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = p
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                FieldValue::Float(f) => serde_json::Number::from_f64(*f)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::Null),
+                FieldValue::Int(i) => serde_json::Value::from(*i),
+                FieldValue::UInt(u) => serde_json::Value::from(*u),
+                FieldValue::Str(s) => serde_json::Value::String(s.clone()),
+                FieldValue::Bool(b) => serde_json::Value::Bool(*b),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}

@@ -51,7 +51,9 @@ pub enum FactorsFileError {
         zone: String,
         country: String,
     },
-    #[error("factors file '{file}', key '{key}': cannot read hourly intensity CSV '{csv}': {reason}")]
+    #[error(
+        "factors file '{file}', key '{key}': cannot read hourly intensity CSV '{csv}': {reason}"
+    )]
     HourlyCsv {
         file: String,
         key: String,
@@ -391,7 +393,9 @@ impl<'a> Ctx<'a> {
                     format!("{key}.pue_reference"),
                     format!(
                         "'{name}' is not a known PUE reference; use one of: {}",
-                        factors::pue_reference_names().collect::<Vec<_>>().join(", ")
+                        factors::pue_reference_names()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })?;
@@ -681,7 +685,11 @@ impl<'a> Ctx<'a> {
         for gpu in gpu_names {
             let configured = self
                 .own
-                .and_then(|s| s.gpu_embodied_kg.get(*gpu).map(|v| (*v, format!("sites.{site}"))))
+                .and_then(|s| {
+                    s.gpu_embodied_kg
+                        .get(*gpu)
+                        .map(|v| (*v, format!("sites.{site}")))
+                })
                 .or_else(|| {
                     self.defaults
                         .gpu_embodied_kg

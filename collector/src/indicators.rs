@@ -1,0 +1,742 @@
+//! Indicators of a period (METHODOLOGY §8, DESIGN.md "Report JSON"): from the store's rows
+//! for the period ([`ReportInput`]) and the resolved factors, the [`Report`] — totals, by
+//! model, by site, by country, geography, usage by country and data quality — which
+//! serialises exactly to `inferwatt.report/v1`.
+//!
+//! Every formula is `inferwatt_core::footprint`'s; this module only applies them per
+//! hourly energy row (so an hourly intensity series can apply) and sums. Conventions:
+//! - intensities per 1,000 output tokens and per request use location-based emissions
+//!   (operational, no embodied); SCI adds embodied; market-based never enters either;
+//! - embodied per row = (GPU + server-per-GPU kg) over the lifetime, for the row's
+//!   `gpu_seconds` (its model's share of GPU time, METHODOLOGY §5 `TiR × RR`);
+//! - an intensity with no tokens or requests is `None` (JSON `null`), never 0 or ∞.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use inferwatt_core::footprint::{
+    embodied_g, facility_energy_kwh, it_energy_kwh, location_emissions_g, market_emissions_g,
+    per_1k, per_unit, water_l, years_to_hours,
+};
+use inferwatt_core::units::j_to_kwh;
+use serde::Serialize;
+
+use crate::factors_file::{ReportFactor, ResolvedFactors};
+
+/// The report schema identifier.
+pub const REPORT_SCHEMA: &str = "inferwatt.report/v1";
+/// Reserved model names that always appear as rows (never dropped).
+pub const RESERVED_MODELS: [&str; 2] = ["_idle", "_unattributed"];
+
+/// A period, nanoseconds since the Unix epoch, `[from_ns, to_ns)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+/// Energy of one model on one GPU during one hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnergyRow {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    pub gpu_name: String,
+    pub model: String,
+    pub server: String,
+    /// Start of the hour (rows are hourly so an hourly intensity can apply).
+    pub hour_start_ns: i64,
+    pub active_j: f64,
+    pub idle_j: f64,
+    pub host_j: f64,
+    /// This model's share of the GPU's time in the hour: Σ interval_s × (row energy /
+    /// GPU energy) over the hour's intervals (or the store's best equivalent). Drives
+    /// GPU-hours and embodied emissions.
+    pub gpu_seconds: f64,
+}
+
+/// Inference-server usage of one model during one hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub site: String,
+    pub model: String,
+    pub server: String,
+    pub hour_start_ns: i64,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// GPU energy and seconds of a site by measurement path (`counter`, `integrated`, `gap`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSourceRow {
+    pub site: String,
+    pub source: String,
+    pub energy_j: f64,
+    pub seconds: f64,
+}
+
+/// A site as the agents report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteRow {
+    pub site: String,
+    pub country: String,
+    pub zone: String,
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+}
+
+/// A span where a GPU was not measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapRow {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub energy_j: f64,
+}
+
+/// Everything the store provides for a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportInput {
+    pub period: Period,
+    pub energy: Vec<EnergyRow>,
+    pub usage: Vec<UsageRow>,
+    pub sources: Vec<GpuSourceRow>,
+    pub sites: Vec<SiteRow>,
+    pub gaps: Vec<GapRow>,
+    pub folded_points: u64,
+    /// sha256 the store computes over the raw rows of the period.
+    pub input_digest: String,
+}
+
+/// Which breakdowns a report carries. An empty selection means all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupBy {
+    Model,
+    Site,
+    Country,
+}
+
+/// Options beyond the grouping.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ComputeOptions {
+    pub group: Vec<GroupBy>,
+    /// `usage_by_country` rows with fewer requests than this are merged into one `other`
+    /// row (0: no suppression).
+    pub min_count: u64,
+    /// Report generation time (ns); `None` = now.
+    pub generated_at_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub schema: String,
+    pub period: PeriodOut,
+    pub generated_at: String,
+    pub methodology: Methodology,
+    pub totals: Indicators,
+    pub by_model: Vec<ModelIndicators>,
+    pub by_site: Vec<SiteIndicators>,
+    pub by_country: Vec<CountryIndicators>,
+    pub geography: Geography,
+    pub usage_by_country: UsageByCountry,
+    /// GPUs that served each model at each site (for model cards and CodeCarbon).
+    pub hardware: Vec<HardwareRow>,
+    pub data_quality: DataQuality,
+    pub input_digest: String,
+    /// Length of the period in seconds (not serialised; `period` carries it).
+    #[serde(skip)]
+    pub period_seconds: f64,
+}
+
+/// Distinct GPUs (by uuid) of one name that served `model` at `site`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HardwareRow {
+    pub model: String,
+    pub site: String,
+    pub gpu_name: String,
+    pub gpus: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodOut {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Methodology {
+    pub version: String,
+    pub idle_policy: String,
+    pub factors: Vec<ReportFactor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EnergyKwh {
+    pub gpu_active: f64,
+    pub gpu_idle: f64,
+    pub host: f64,
+    pub it: f64,
+    pub facility: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EmissionsKg {
+    pub location: f64,
+    pub market: f64,
+    pub embodied: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct WaterL {
+    pub onsite: f64,
+    pub offsite: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Per1kOutputTokens {
+    pub energy_wh_accelerator: Option<f64>,
+    pub energy_wh_full: Option<f64>,
+    pub emissions_gco2e: Option<f64>,
+    pub water_ml: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct PerRequest {
+    pub energy_wh_full: Option<f64>,
+    pub emissions_gco2e: Option<f64>,
+    pub water_ml: Option<f64>,
+}
+
+/// DESIGN.md INDICATORS.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Indicators {
+    pub gpu_hours: f64,
+    pub energy_kwh: EnergyKwh,
+    pub emissions_kgco2e: EmissionsKg,
+    pub water_l: WaterL,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub per_1k_output_tokens: Per1kOutputTokens,
+    pub per_request: PerRequest,
+    pub sci_gco2e_per_1k_tokens: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelIndicators {
+    pub model: String,
+    #[serde(flatten)]
+    pub indicators: Indicators,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteIndicators {
+    pub site: String,
+    pub country: String,
+    pub zone: String,
+    #[serde(flatten)]
+    pub indicators: Indicators,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CountryIndicators {
+    pub country: String,
+    #[serde(flatten)]
+    pub indicators: Indicators,
+}
+
+/// METHODOLOGY §8 geographic spread: the sites, and facility-energy shares by country and
+/// by grid zone (`None` shares when the period has no energy).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Geography {
+    pub sites: Vec<GeoSite>,
+    pub energy_share_by_country: Vec<Share>,
+    pub energy_share_by_zone: Vec<Share>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeoSite {
+    pub site: String,
+    pub country: String,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Share {
+    pub key: String,
+    pub energy_kwh: f64,
+    pub share: Option<f64>,
+}
+
+/// Requests and tokens per model per country; rows under `min_count` requests merged into
+/// one row with country and model `other`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageByCountry {
+    pub min_count: u64,
+    pub suppressed_rows: u64,
+    pub rows: Vec<UsageCountryRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageCountryRow {
+    pub country: String,
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Shares of GPU energy by measurement path; `None` when no energy was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct SourceShares {
+    pub counter: Option<f64>,
+    pub integrated: Option<f64>,
+    pub gap: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GapOut {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    pub from: String,
+    pub to: String,
+    pub energy_kwh: f64,
+}
+
+/// Data quality. `coverage` = measured GPU-seconds (sources other than `gap`) /
+/// (period seconds × distinct GPUs seen in energy rows and gaps); `None` with no GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataQuality {
+    pub coverage: Option<f64>,
+    pub energy_share_by_source: SourceShares,
+    pub gaps: Vec<GapOut>,
+    pub folded_points: u64,
+    pub gpus_seen: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Distinct (host, GPU uuid) pairs.
+type GpuSet<'a> = BTreeSet<(&'a str, &'a str)>;
+
+/// Sums of one group, before intensities.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    gpu_seconds: f64,
+    active_kwh: f64,
+    idle_kwh: f64,
+    host_kwh: f64,
+    it_kwh: f64,
+    facility_kwh: f64,
+    location_g: f64,
+    market_g: f64,
+    embodied_g: f64,
+    onsite_l: f64,
+    offsite_l: f64,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Acc {
+    fn add(&mut self, o: &Acc) {
+        self.gpu_seconds += o.gpu_seconds;
+        self.active_kwh += o.active_kwh;
+        self.idle_kwh += o.idle_kwh;
+        self.host_kwh += o.host_kwh;
+        self.it_kwh += o.it_kwh;
+        self.facility_kwh += o.facility_kwh;
+        self.location_g += o.location_g;
+        self.market_g += o.market_g;
+        self.embodied_g += o.embodied_g;
+        self.onsite_l += o.onsite_l;
+        self.offsite_l += o.offsite_l;
+        self.requests += o.requests;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+    }
+
+    fn indicators(&self) -> Indicators {
+        let out = self.output_tokens as f64;
+        let req = self.requests as f64;
+        let water_ml = (self.onsite_l + self.offsite_l) * 1000.0;
+        let accel_wh = (self.active_kwh + self.idle_kwh) * 1000.0;
+        let full_wh = self.facility_kwh * 1000.0;
+        Indicators {
+            gpu_hours: self.gpu_seconds / 3600.0,
+            energy_kwh: EnergyKwh {
+                gpu_active: self.active_kwh,
+                gpu_idle: self.idle_kwh,
+                host: self.host_kwh,
+                it: self.it_kwh,
+                facility: self.facility_kwh,
+            },
+            emissions_kgco2e: EmissionsKg {
+                location: self.location_g / 1000.0,
+                market: self.market_g / 1000.0,
+                embodied: self.embodied_g / 1000.0,
+            },
+            water_l: WaterL {
+                onsite: self.onsite_l,
+                offsite: self.offsite_l,
+            },
+            requests: self.requests,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            per_1k_output_tokens: Per1kOutputTokens {
+                energy_wh_accelerator: per_1k(accel_wh, out),
+                energy_wh_full: per_1k(full_wh, out),
+                emissions_gco2e: per_1k(self.location_g, out),
+                water_ml: per_1k(water_ml, out),
+            },
+            per_request: PerRequest {
+                energy_wh_full: per_unit(full_wh, req),
+                emissions_gco2e: per_unit(self.location_g, req),
+                water_ml: per_unit(water_ml, req),
+            },
+            sci_gco2e_per_1k_tokens: per_1k(self.location_g + self.embodied_g, out),
+        }
+    }
+}
+
+/// Computes the report with the default options for `group` (no suppression, now).
+pub fn compute(input: &ReportInput, factors: &ResolvedFactors, group: &[GroupBy]) -> Report {
+    compute_with(
+        input,
+        factors,
+        &ComputeOptions {
+            group: group.to_vec(),
+            ..ComputeOptions::default()
+        },
+    )
+}
+
+/// Computes the report of one period.
+pub fn compute_with(
+    input: &ReportInput,
+    factors: &ResolvedFactors,
+    opts: &ComputeOptions,
+) -> Report {
+    let wants = |g: GroupBy| opts.group.is_empty() || opts.group.contains(&g);
+    let mut warnings = factors.warnings.clone();
+    let site_geo = |site: &str| -> (String, String) {
+        match factors.sites.get(site) {
+            Some(s) => (s.country.clone(), s.zone.clone()),
+            None => {
+                let row = input.sites.iter().find(|r| r.site == site);
+                (
+                    row.map(|r| r.country.clone()).unwrap_or_default(),
+                    row.map(|r| r.zone.clone()).unwrap_or_default(),
+                )
+            }
+        }
+    };
+
+    let mut totals = Acc::default();
+    let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut by_site: BTreeMap<String, Acc> = BTreeMap::new();
+    for m in RESERVED_MODELS {
+        by_model.entry(m.to_owned()).or_default();
+    }
+
+    for r in &input.energy {
+        let mut a = Acc {
+            gpu_seconds: r.gpu_seconds,
+            active_kwh: j_to_kwh(r.active_j),
+            idle_kwh: j_to_kwh(r.idle_j),
+            host_kwh: j_to_kwh(r.host_j),
+            ..Acc::default()
+        };
+        a.it_kwh = it_energy_kwh(a.active_kwh, a.idle_kwh, a.host_kwh);
+        match factors.sites.get(&r.site) {
+            Some(s) => {
+                a.facility_kwh = facility_energy_kwh(a.it_kwh, s.pue);
+                a.location_g =
+                    location_emissions_g(a.facility_kwh, s.intensity_at(r.hour_start_ns));
+                a.market_g = market_emissions_g(a.facility_kwh, &s.market).grams;
+                let w = water_l(a.it_kwh, s.pue, s.wue_l_per_kwh, s.ewif_l_per_kwh);
+                a.onsite_l = w.onsite_l;
+                a.offsite_l = w.offsite_l;
+                let gpu_kg = s.gpu_embodied_kg.get(&r.gpu_name).copied().unwrap_or(0.0);
+                a.embodied_g = embodied_g(
+                    gpu_kg + s.server_embodied_kg_per_gpu,
+                    years_to_hours(s.lifetime_years),
+                    r.gpu_seconds / 3600.0,
+                    1.0,
+                );
+            }
+            None => {
+                a.facility_kwh = a.it_kwh;
+                let w = format!("site '{}' has no resolved factors: its facility energy equals IT energy and it has no emissions or water; resolve the factors over the same input", r.site);
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        totals.add(&a);
+        by_model.entry(r.model.clone()).or_default().add(&a);
+        by_site.entry(r.site.clone()).or_default().add(&a);
+    }
+
+    let mut usage_cm: BTreeMap<(String, String), Acc> = BTreeMap::new();
+    for u in &input.usage {
+        let a = Acc {
+            requests: u.requests,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            ..Acc::default()
+        };
+        totals.add(&a);
+        by_model.entry(u.model.clone()).or_default().add(&a);
+        by_site.entry(u.site.clone()).or_default().add(&a);
+        let (country, _) = site_geo(&u.site);
+        usage_cm
+            .entry((country, u.model.clone()))
+            .or_default()
+            .add(&a);
+    }
+    for s in &input.sites {
+        by_site.entry(s.site.clone()).or_default();
+    }
+
+    let mut by_country: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut by_zone: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut sites_out = Vec::new();
+    let mut geo_sites = Vec::new();
+    for (site, acc) in &by_site {
+        let (country, zone) = site_geo(site);
+        by_country.entry(country.clone()).or_default().add(acc);
+        by_zone.entry(zone.clone()).or_default().add(acc);
+        geo_sites.push(GeoSite {
+            site: site.clone(),
+            country: country.clone(),
+            zone: zone.clone(),
+        });
+        sites_out.push(SiteIndicators {
+            site: site.clone(),
+            country,
+            zone,
+            indicators: acc.indicators(),
+        });
+    }
+    let shares = |m: &BTreeMap<String, Acc>| -> Vec<Share> {
+        m.iter()
+            .map(|(k, a)| Share {
+                key: k.clone(),
+                energy_kwh: a.facility_kwh,
+                share: per_unit(a.facility_kwh, totals.facility_kwh),
+            })
+            .collect()
+    };
+    let geography = Geography {
+        sites: geo_sites,
+        energy_share_by_country: shares(&by_country),
+        energy_share_by_zone: shares(&by_zone),
+    };
+
+    // Usage by country, with small-count suppression.
+    let mut rows = Vec::new();
+    let mut other = UsageCountryRow {
+        country: "other".to_owned(),
+        model: "other".to_owned(),
+        requests: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+    };
+    let mut suppressed_rows = 0;
+    for ((country, model), a) in &usage_cm {
+        if a.requests < opts.min_count {
+            suppressed_rows += 1;
+            other.requests += a.requests;
+            other.input_tokens += a.input_tokens;
+            other.output_tokens += a.output_tokens;
+        } else {
+            rows.push(UsageCountryRow {
+                country: country.clone(),
+                model: model.clone(),
+                requests: a.requests,
+                input_tokens: a.input_tokens,
+                output_tokens: a.output_tokens,
+            });
+        }
+    }
+    if suppressed_rows > 0 {
+        rows.push(other);
+    }
+
+    // Data quality.
+    let mut gpus: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    for r in &input.energy {
+        gpus.insert((&r.site, &r.host, &r.gpu_uuid));
+    }
+    for g in &input.gaps {
+        gpus.insert((&g.site, &g.host, &g.gpu_uuid));
+    }
+    let measured_s: f64 = input
+        .sources
+        .iter()
+        .filter(|s| s.source != "gap")
+        .map(|s| s.seconds)
+        .sum();
+    let period_s = (input.period.to_ns - input.period.from_ns) as f64 / 1e9;
+    let coverage = per_unit(measured_s, period_s * gpus.len() as f64);
+    let source_total: f64 = input.sources.iter().map(|s| s.energy_j).sum();
+    let source_share = |name: &str| {
+        per_unit(
+            input
+                .sources
+                .iter()
+                .filter(|s| s.source == name)
+                .map(|s| s.energy_j)
+                .sum(),
+            source_total,
+        )
+    };
+    for s in &input.sources {
+        if !matches!(s.source.as_str(), "counter" | "integrated" | "gap") {
+            let w = format!(
+                "site '{}': unknown measurement path '{}' is not in energy_share_by_source",
+                s.site, s.source
+            );
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
+    let data_quality = DataQuality {
+        coverage,
+        energy_share_by_source: SourceShares {
+            counter: source_share("counter"),
+            integrated: source_share("integrated"),
+            gap: source_share("gap"),
+        },
+        gaps: input
+            .gaps
+            .iter()
+            .map(|g| GapOut {
+                site: g.site.clone(),
+                host: g.host.clone(),
+                gpu_uuid: g.gpu_uuid.clone(),
+                from: rfc3339(g.from_ns),
+                to: rfc3339(g.to_ns),
+                energy_kwh: j_to_kwh(g.energy_j),
+            })
+            .collect(),
+        folded_points: input.folded_points,
+        gpus_seen: gpus.len() as u64,
+        warnings,
+    };
+
+    let mut hw: BTreeMap<(&str, &str, &str), GpuSet> = BTreeMap::new();
+    for r in &input.energy {
+        hw.entry((&r.model, &r.site, &r.gpu_name))
+            .or_default()
+            .insert((&r.host, &r.gpu_uuid));
+    }
+    let hardware = hw
+        .into_iter()
+        .map(|((model, site, gpu_name), set)| HardwareRow {
+            model: model.to_owned(),
+            site: site.to_owned(),
+            gpu_name: gpu_name.to_owned(),
+            gpus: set.len() as u64,
+        })
+        .collect();
+
+    let generated_at_ns = opts.generated_at_ns.unwrap_or_else(crate::now_ns);
+    Report {
+        schema: REPORT_SCHEMA.to_owned(),
+        period: PeriodOut {
+            from: rfc3339(input.period.from_ns),
+            to: rfc3339(input.period.to_ns),
+        },
+        generated_at: rfc3339(generated_at_ns),
+        methodology: Methodology {
+            version: factors.methodology_version.clone(),
+            idle_policy: factors.idle_policy.clone(),
+            factors: factors.factors.clone(),
+        },
+        totals: totals.indicators(),
+        by_model: if wants(GroupBy::Model) {
+            by_model
+                .iter()
+                .map(|(m, a)| ModelIndicators {
+                    model: m.clone(),
+                    indicators: a.indicators(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        by_site: if wants(GroupBy::Site) {
+            sites_out
+        } else {
+            Vec::new()
+        },
+        by_country: if wants(GroupBy::Country) {
+            by_country
+                .iter()
+                .map(|(c, a)| CountryIndicators {
+                    country: c.clone(),
+                    indicators: a.indicators(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        geography,
+        usage_by_country: UsageByCountry {
+            min_count: opts.min_count,
+            suppressed_rows,
+            rows,
+        },
+        hardware,
+        data_quality,
+        input_digest: input.input_digest.clone(),
+        period_seconds: period_s,
+    }
+}
+
+/// RFC 3339 UTC time of `ns` since the Unix epoch: `2024-01-01T00:00:00Z`, with a
+/// nanosecond fraction only when it is not zero.
+pub fn rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    if nanos == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{nanos:09}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_704_067_200_000_000_000), "2024-01-01T00:00:00Z");
+        // 2024-02-29T12:34:56.5Z (leap day).
+        assert_eq!(
+            rfc3339(1_709_210_096_500_000_000),
+            "2024-02-29T12:34:56.500000000Z"
+        );
+        assert_eq!(rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
+    }
+}

@@ -8,8 +8,11 @@
 
 pub mod api;
 pub mod config;
+pub mod factors_file;
+pub mod indicators;
 pub mod ingest;
 pub mod metrics;
+pub mod report;
 pub mod server;
 pub mod store;
 

@@ -1,1 +1,34 @@
-//! Durable line-protocol shipping (being written).
+//! Durable line-protocol shipping, one code path for the agent (shipping its intervals)
+//! and the collector (forwarding to InfluxDB/VictoriaMetrics).
+//!
+//! [`ShipHandle::enqueue`] appends a batch of points to a bounded, fsync'd on-disk
+//! [`spool`]; [`Shipper::run`] sends spooled batches in order to an InfluxDB v2 write
+//! API ([`client`]), deletes them once the server answers 2xx, retries with backoff and
+//! jitter otherwise, and moves batches the server rejects for good to a dead-letter file.
+//! On overflow the oldest batches are [`fold`]ed into coarser intervals. See `README.md`
+//! for the exactly-once argument.
+
+pub mod client;
+pub mod config;
+pub mod fold;
+pub mod shipper;
+pub mod spool;
+
+pub use client::{ClientError, Outcome, WriteClient};
+pub use config::{ConfigError, ShipConfig};
+pub use fold::{fold_points, ADDITIVE_FIELDS, FOLDED_POINTS_FIELD};
+pub use shipper::{ShipHandle, ShipStats, Shipper, DEAD_LETTER_FILE};
+pub use spool::SpoolError;
+
+/// Why shipping cannot start or a batch cannot be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error("[ship] configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("shipping task failed: {0}")]
+    Task(String),
+}

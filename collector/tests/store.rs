@@ -4,6 +4,7 @@
 use inferwatt_collector::store::{Store, DAY_NS, HOUR_NS};
 use inferwatt_core::lineproto::Point;
 use proptest::prelude::*;
+use std::time::{Duration, Instant};
 
 const T0: i64 = 1_700_000_000_000_000_000 / DAY_NS * DAY_NS;
 
@@ -253,4 +254,54 @@ fn latest_site_row_before_the_period_end() {
         .expect("retention");
     let rows = store.latest_sites(T0 + 3 * HOUR_NS).expect("query");
     assert_eq!((rows[0].pue, rows[0].ts), (Some(1.3), T0 + 2 * HOUR_NS));
+}
+
+/// Scale: a year of 64 GPUs × 8 models (one point per series per day, so the daily
+/// rollups hold what a year of any interval would hold) plus two days of 10-second raw
+/// points at the period's ragged ends. Slow to fill in a debug build, so run it with
+/// `cargo test --release -p inferwatt-collector --test store -- --ignored`.
+#[test]
+#[ignore = "scale check; run with --release --ignored"]
+fn a_year_of_64_gpus_and_8_models_reports_in_well_under_a_second() {
+    let store = Store::open_in_memory().expect("store");
+    let series: Vec<(String, String)> = (0..64)
+        .flat_map(|g| (0..8).map(move |m| (format!("GPU-{g}"), format!("model-{m}"))))
+        .collect();
+    let point = |(gpu, model): &(String, String), ts: i64| {
+        Point::new("model_energy")
+            .tag("site", "s1")
+            .tag("host", format!("h{}", gpu.len()))
+            .tag("gpu_uuid", gpu.as_str())
+            .tag("model", model.as_str())
+            .tag("server", "vllm")
+            .float("active_j", 1.0)
+            .float("idle_j", 0.5)
+            .float("host_j", 0.25)
+            .float("interval_s", 10.0)
+            .at(ts)
+    };
+    for day in 0..365 {
+        let batch: Vec<Point> = series
+            .iter()
+            .map(|s| point(s, T0 + day * DAY_NS + 7))
+            .collect();
+        store.write(&batch, None).expect("write");
+    }
+    let tail = T0 + 365 * DAY_NS;
+    for step in 0..(2 * HOUR_NS / 10_000_000_000) {
+        let ts = tail - HOUR_NS + step * 10_000_000_000 + 3;
+        let batch: Vec<Point> = series.iter().map(|s| point(s, ts)).collect();
+        store.write(&batch, None).expect("write");
+    }
+    let (from, to) = (T0 + HOUR_NS / 2, tail + HOUR_NS / 2);
+    let started = Instant::now();
+    let rows = store.sum_model_energy(from, to).expect("query");
+    let took = started.elapsed();
+    assert_eq!(rows.len(), 512);
+    let points: i64 = rows.iter().map(|r| r.points).sum();
+    assert_eq!(points, 512 * 364 + 512 * 540);
+    assert!(
+        took < Duration::from_millis(500),
+        "a year's report query took {took:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::store::WriteOutcome;
@@ -17,6 +17,7 @@ pub struct Metrics {
     expired: AtomicU64,
     bytes: AtomicU64,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    conflict_logged: AtomicBool,
 }
 
 impl Metrics {
@@ -38,6 +39,12 @@ impl Metrics {
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((path.to_string(), status)).or_insert(0) += 1;
         }
+    }
+
+    /// True the first time it is called: conflicts are logged once per process, then
+    /// only counted.
+    pub fn first_conflict(&self) -> bool {
+        !self.conflict_logged.swap(true, Ordering::Relaxed)
     }
 
     /// Points written so far.

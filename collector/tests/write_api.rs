@@ -444,3 +444,16 @@ async fn tls_server_accepts_writes() {
     assert_eq!(resp.status().as_u16(), 204);
     assert_eq!(f.state.store.count_points().expect("count"), 3);
 }
+
+#[tokio::test]
+async fn resent_point_with_another_value_is_ignored_and_counted() {
+    let f = fixture();
+    assert_eq!(post(&f, lines("h1", 1, T0)).await.0, StatusCode::NO_CONTENT);
+    let changed = lines("h1", 1, T0).replace("active_j=0.5", "active_j=99");
+    assert_eq!(post(&f, changed).await.0, StatusCode::NO_CONTENT);
+    let rows = f.state.store.sum_model_energy(T0 - 1, T0).expect("query");
+    assert_eq!(rows[0].active_j, 0.5, "the first value wins");
+    let req = Request::get("/metrics").body(Body::empty()).expect("request");
+    let (_, metrics) = send(&f.state, req).await;
+    assert!(metrics.contains("inferwatt_collector_points_conflicting_total 1\n"), "{metrics}");
+}

@@ -212,11 +212,14 @@ pub async fn write(
     .await?;
     state.metrics.record_write(&outcome);
     if let Some(c) = &outcome.first_conflict {
-        tracing::warn!(
-            conflicts = outcome.conflicts,
-            first = %c,
-            "re-sent points differ from the stored ones; the first stored values were kept"
-        );
+        if state.metrics.first_conflict() {
+            tracing::warn!(
+                conflicts = outcome.conflicts,
+                first = %c,
+                "re-sent points differ from the stored ones; the first stored values were kept \
+                 (logged once; see inferwatt_collector_points_conflicting_total)"
+            );
+        }
     }
     if outcome.expired > 0 {
         tracing::warn!(

@@ -453,7 +453,12 @@ async fn resent_point_with_another_value_is_ignored_and_counted() {
     assert_eq!(post(&f, changed).await.0, StatusCode::NO_CONTENT);
     let rows = f.state.store.sum_model_energy(T0 - 1, T0).expect("query");
     assert_eq!(rows[0].active_j, 0.5, "the first value wins");
-    let req = Request::get("/metrics").body(Body::empty()).expect("request");
+    let req = Request::get("/metrics")
+        .body(Body::empty())
+        .expect("request");
     let (_, metrics) = send(&f.state, req).await;
-    assert!(metrics.contains("inferwatt_collector_points_conflicting_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("inferwatt_collector_points_conflicting_total 1\n"),
+        "{metrics}"
+    );
 }

@@ -173,7 +173,10 @@ fn process_weights(input: &GpuEnergyInput) -> (Vec<f64>, SplitMethod) {
 
 /// Weights from used memory, when every process reports some and the sum is positive.
 fn memory_weights(procs: &[ProcessActivity]) -> Option<Vec<f64>> {
-    let mem: Option<Vec<f64>> = procs.iter().map(|p| p.mem_bytes.map(|m| m as f64)).collect();
+    let mem: Option<Vec<f64>> = procs
+        .iter()
+        .map(|p| p.mem_bytes.map(|m| m as f64))
+        .collect();
     mem.filter(|m| m.iter().sum::<f64>() > 0.0)
 }
 
@@ -294,7 +297,10 @@ mod tests {
         // Resident but inactive: idle shared equally.
         let rows = attribute(&input(
             90.0,
-            vec![proc(1, "a", Some(0.0), Some(1)), proc(2, "b", Some(0.0), Some(1))],
+            vec![
+                proc(1, "a", Some(0.0), Some(1)),
+                proc(2, "b", Some(0.0), Some(1)),
+            ],
             IdlePolicy::Resident,
         ));
         assert!((find(&rows, "a").idle_j - 45.0).abs() < 1e-9);
@@ -304,7 +310,10 @@ mod tests {
     fn two_processes_of_one_model_merge() {
         let rows = attribute(&input(
             300.0,
-            vec![proc(1, "a", Some(10.0), None), proc(2, "a", Some(30.0), None)],
+            vec![
+                proc(1, "a", Some(10.0), None),
+                proc(2, "a", Some(30.0), None),
+            ],
             IdlePolicy::Resident,
         ));
         assert_eq!(rows.len(), 1);

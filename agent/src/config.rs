@@ -1,1 +1,497 @@
-//! (being written)
+//! The agent's configuration: TOML, every key documented and defaulted (except where to
+//! ship, which has no sensible default), unknown keys rejected.
+//!
+//! Two phases: [`Config::parse`] is pure (syntax, types, ranges) and gives one-line
+//! errors naming the key; [`crate::pipeline`] does the I/O with the validated values.
+//! `agent/inferwatt-agent.example.toml` is generated from [`Config::example`] and a
+//! test fails when it drifts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::IdlePolicy;
+use crate::identify::RuleConfig;
+
+/// Errors of loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file '{path}': {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config '{path}': {message}")]
+    Parse { path: String, message: String },
+    #[error("config '{path}': key '{key}': {reason}")]
+    Invalid {
+        path: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where this host is and the factors of its data centre.
+    pub site: SiteConfig,
+    /// Sampling and attribution.
+    pub sampling: SamplingConfig,
+    /// Which NVML library to load.
+    pub nvml: NvmlConfig,
+    /// The Prometheus endpoint.
+    pub prometheus: PrometheusConfig,
+    /// Process → model rules, tried before the built-in ones.
+    pub identify: IdentifyConfig,
+    /// Inference-server metrics (requests and tokens).
+    pub server_metrics: ServerMetricsConfig,
+    /// Host CPU and DRAM energy.
+    pub host: HostConfig,
+    /// Local state (last counter readings, so a restart knows what it missed).
+    pub state: StateConfig,
+    /// Write every interval as line protocol to a local file (off by default).
+    pub file: Option<FileSinkConfig>,
+    /// Ship intervals to a collector, InfluxDB or VictoriaMetrics (off when absent).
+    pub ship: Option<inferwatt_ship::ShipConfig>,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    /// Site name (a data centre or region), the `site` tag of every point.
+    pub name: String,
+    /// Host name, the `host` tag; empty means the system's host name.
+    pub host: String,
+    /// Country (ISO 3166 alpha-2 or alpha-3), for the geographic spread.
+    pub country: String,
+    /// Electricity Maps grid zone (e.g. `US-CAL-CISO`, `FR`), for the carbon intensity.
+    pub zone: String,
+    /// Power usage effectiveness of the data centre (ISO/IEC 30134-2), ≥ 1.
+    pub pue: f64,
+    /// On-site water usage effectiveness, litres per kWh of IT energy.
+    pub wue_l_per_kwh: f64,
+    /// Grid carbon intensity (gCO2e/kWh) for the agent's local estimates; when absent,
+    /// the built-in yearly average of `zone` (else `country`) is used.
+    pub carbon_intensity_g_per_kwh: Option<f64>,
+    /// Off-site electricity water intensity factor, litres per kWh of facility energy.
+    pub ewif_l_per_kwh: f64,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            name: "default".into(),
+            host: String::new(),
+            country: String::new(),
+            zone: String::new(),
+            pue: 1.0,
+            wue_l_per_kwh: 0.0,
+            carbon_intensity_g_per_kwh: None,
+            ewif_l_per_kwh: 0.0,
+        }
+    }
+}
+
+/// `[sampling]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Seconds between samples (0.1 to 60).
+    pub interval_s: f64,
+    /// Where idle (static) GPU energy goes: `resident` (to the models on the GPU) or
+    /// `separate` (to `_idle`).
+    pub idle_policy: IdlePolicy,
+    /// Static power per GPU name (e.g. `"NVIDIA H100 80GB HBM3" = 70.0`); GPUs not
+    /// listed learn it as the lowest power seen with no compute process.
+    pub idle_power_w: BTreeMap<String, f64>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            interval_s: 1.0,
+            idle_policy: IdlePolicy::Resident,
+            idle_power_w: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[nvml]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmlConfig {
+    /// Path of the NVML library; when absent, `INFERWATT_NVML_LIB`, else the loader's
+    /// `libnvidia-ml.so.1`.
+    pub library: Option<PathBuf>,
+}
+
+/// `[prometheus]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Address to listen on (loopback by default; use `0.0.0.0:9464` to be scraped
+    /// from elsewhere).
+    pub listen: SocketAddr,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// `[identify]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentifyConfig {
+    /// Rules tried in order before the built-in ones (`[[identify.rules]]`).
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[server_metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerMetricsConfig {
+    /// Scrape the inference servers found on the GPUs at their default or `--port`.
+    pub discover: bool,
+    /// Seconds between scrapes.
+    pub interval_s: f64,
+    /// Seconds before a scrape gives up.
+    pub timeout_s: f64,
+    /// Endpoints to scrape besides the discovered ones.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+impl Default for ServerMetricsConfig {
+    fn default() -> Self {
+        ServerMetricsConfig {
+            discover: true,
+            interval_s: 5.0,
+            timeout_s: 2.0,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// `[[server_metrics.endpoints]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// URL of the server's Prometheus endpoint, e.g. `http://127.0.0.1:8000/metrics`.
+    pub url: String,
+    /// Its kind: `vllm`, `tgi` or `sglang`.
+    pub server: String,
+}
+
+/// `[host]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Read CPU and DRAM energy from RAPL where readable.
+    pub rapl: bool,
+    /// Root of the powercap tree.
+    pub powercap_root: PathBuf,
+    /// Static host power (W) to use where RAPL is absent, marked `estimated`; none
+    /// means host energy is reported as not measured.
+    pub static_power_w: Option<f64>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            rapl: true,
+            powercap_root: PathBuf::from("/sys/class/powercap"),
+            static_power_w: None,
+        }
+    }
+}
+
+/// `[state]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory for the agent's state file (and the default spool directory).
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("/var/lib/inferwatt-agent"),
+        }
+    }
+}
+
+/// `[file]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// File to append line protocol to.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Parses and validates a TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: one_line(&e, text),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let s = &self.sampling;
+        if !(0.1..=60.0).contains(&s.interval_s) {
+            return Err(bad(
+                "sampling.interval_s",
+                format!("'{}' is outside 0.1 to 60 seconds", s.interval_s),
+            ));
+        }
+        for (name, w) in &s.idle_power_w {
+            if !(w.is_finite() && *w >= 0.0 && *w <= 5000.0) {
+                return Err(bad(
+                    &format!("sampling.idle_power_w.\"{name}\""),
+                    format!("'{w}' is not a power between 0 and 5000 W"),
+                ));
+            }
+        }
+        let site = &self.site;
+        if site.name.is_empty() {
+            return Err(bad("site.name", "must not be empty".into()));
+        }
+        if !(site.pue.is_finite() && (1.0..=5.0).contains(&site.pue)) {
+            return Err(bad(
+                "site.pue",
+                format!("'{}' is not a PUE between 1.0 and 5.0", site.pue),
+            ));
+        }
+        for (key, v, max) in [
+            ("site.wue_l_per_kwh", site.wue_l_per_kwh, 20.0),
+            ("site.ewif_l_per_kwh", site.ewif_l_per_kwh, 100.0),
+        ] {
+            if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                return Err(bad(key, format!("'{v}' is outside 0 to {max} L/kWh")));
+            }
+        }
+        if let Some(ci) = site.carbon_intensity_g_per_kwh {
+            if !(ci.is_finite() && (0.0..=2000.0).contains(&ci)) {
+                return Err(bad(
+                    "site.carbon_intensity_g_per_kwh",
+                    format!("'{ci}' is outside 0 to 2000 gCO2e/kWh"),
+                ));
+            }
+        }
+        let m = &self.server_metrics;
+        if !(0.5..=3600.0).contains(&m.interval_s) {
+            return Err(bad(
+                "server_metrics.interval_s",
+                format!("'{}' is outside 0.5 to 3600 seconds", m.interval_s),
+            ));
+        }
+        if !(0.1..=60.0).contains(&m.timeout_s) {
+            return Err(bad(
+                "server_metrics.timeout_s",
+                format!("'{}' is outside 0.1 to 60 seconds", m.timeout_s),
+            ));
+        }
+        for (i, e) in m.endpoints.iter().enumerate() {
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return Err(bad(
+                    &format!("server_metrics.endpoints[{i}].url"),
+                    format!("'{}' is not an http:// or https:// URL", e.url),
+                ));
+            }
+            if !["vllm", "tgi", "sglang"].contains(&e.server.as_str()) {
+                return Err(bad(
+                    &format!("server_metrics.endpoints[{i}].server"),
+                    format!("'{}' is not one of vllm, tgi, sglang", e.server),
+                ));
+            }
+        }
+        if let Some(w) = self.host.static_power_w {
+            if !(w.is_finite() && (0.0..=100_000.0).contains(&w)) {
+                return Err(bad(
+                    "host.static_power_w",
+                    format!("'{w}' is not a power between 0 and 100000 W"),
+                ));
+            }
+        }
+        crate::identify::Identifier::new(&self.identify.rules)
+            .map_err(|e| bad("identify.rules", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The commented example configuration, generated from the defaults.
+    pub fn example() -> String {
+        EXAMPLE_HEADER.to_string() + EXAMPLE_BODY
+    }
+}
+
+/// toml's messages span lines (with a caret drawing): one line instead, naming the
+/// line number and quoting the offending line, which names the key.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("line {line_no}: {msg}: '{line}'")
+        }
+        None => msg,
+    }
+}
+
+const EXAMPLE_HEADER: &str = "\
+# inferwatt-agent configuration. Every key is shown with its default.
+# Unknown keys are rejected. Run `inferwatt-agent check --config FILE` to try it.
+";
+
+const EXAMPLE_BODY: &str = r#"
+[site]
+# Site name (a data centre or region), the `site` tag of every point.
+name = "default"
+# Host name, the `host` tag; empty means the system's host name.
+host = ""
+# Country (ISO 3166 alpha-2 or alpha-3), for the geographic spread.
+country = ""
+# Electricity Maps grid zone (e.g. "US-CAL-CISO", "FR"), for the carbon intensity.
+zone = ""
+# Power usage effectiveness of the data centre (ISO/IEC 30134-2), >= 1.
+pue = 1.0
+# On-site water usage effectiveness, litres per kWh of IT energy.
+wue_l_per_kwh = 0.0
+# Grid carbon intensity (gCO2e/kWh) for local estimates; unset = built-in yearly
+# average of `zone`, else `country`.
+# carbon_intensity_g_per_kwh = 383.55
+# Off-site electricity water intensity factor, litres per kWh of facility energy.
+ewif_l_per_kwh = 0.0
+
+[sampling]
+# Seconds between samples (0.1 to 60).
+interval_s = 1.0
+# Idle GPU energy: "resident" (to the models on the GPU) or "separate" (to `_idle`).
+idle_policy = "resident"
+
+# Static power per GPU name; GPUs not listed learn it (lowest power with no process).
+[sampling.idle_power_w]
+# "NVIDIA H100 80GB HBM3" = 70.0
+
+[nvml]
+# Path of the NVML library; unset = $INFERWATT_NVML_LIB, else libnvidia-ml.so.1.
+# library = "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"
+
+[prometheus]
+# Serve /metrics.
+enabled = true
+# Address to listen on; "0.0.0.0:9464" to be scraped from other hosts.
+listen = "127.0.0.1:9464"
+
+[identify]
+# Rules tried in order before the built-in ones (vLLM, TGI, SGLang, llama.cpp,
+# Ollama, Triton). See docs/CONFIGURATION.md for every rule key.
+rules = []
+
+[server_metrics]
+# Scrape the inference servers found on the GPUs at their default or --port.
+discover = true
+# Seconds between scrapes.
+interval_s = 5.0
+# Seconds before a scrape gives up.
+timeout_s = 2.0
+# Endpoints besides the discovered ones:
+# [[server_metrics.endpoints]]
+# url = "http://127.0.0.1:8000/metrics"
+# server = "vllm"
+endpoints = []
+
+[host]
+# Read CPU and DRAM energy from RAPL where readable.
+rapl = true
+# Root of the powercap tree.
+powercap_root = "/sys/class/powercap"
+# Static host power (W) where RAPL is absent, marked "estimated".
+# static_power_w = 300.0
+
+[state]
+# Directory for the agent's state (last counter readings) and default spool.
+dir = "/var/lib/inferwatt-agent"
+
+# Write every interval as line protocol to a local file (off when absent).
+# [file]
+# path = "/var/lib/inferwatt-agent/intervals.lp"
+
+# Ship intervals to a collector, InfluxDB or VictoriaMetrics (off when absent).
+# [ship]
+# url = "http://collector.example:8086"
+# token = "..."
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_to_the_defaults() {
+        let cfg = Config::parse(&Config::example(), "example").expect("example parses");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn example_file_matches_the_generated_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inferwatt-agent.example.toml");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        if on_disk != Config::example() {
+            std::fs::write(&path, Config::example()).expect("write example");
+            panic!(
+                "{} was out of date and has been regenerated; commit it",
+                path.display()
+            );
+        }
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml")
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        assert!(err("[site]\nnmae = \"x\"").contains("unknown field `nmae`"));
+        assert_eq!(
+            err("[sampling]\ninterval_s = 0.0"),
+            "config 't.toml': key 'sampling.interval_s': '0' is outside 0.1 to 60 seconds"
+        );
+        assert!(err("[site]\npue = 0.8").contains("key 'site.pue'"));
+        assert!(err("[sampling]\nidle_policy = \"greedy\"").contains("unknown variant `greedy`"));
+        assert!(err("[prometheus]\nlisten = \"nowhere\"").contains("listen"));
+        assert!(!err("[site]\npue = \"high\"").contains('\n'));
+    }
+}

@@ -1,1 +1,1087 @@
-//! (being written)
+//! The pipeline: owns the sources and sinks and runs one sample per interval:
+//! read → sample → attribute → footprint → publish.
+//!
+//! Sampling runs on its own thread on an absolute schedule and never waits on the
+//! network: inference-server scrapes and shipping run as async tasks, joined to the
+//! sampler by shared state (the latest usage deltas) and by the durable spool.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use inferwatt_core::lineproto::Point;
+use inferwatt_core::schema::{
+    EnergySource, GpuInterval, HostEnergy, ModelEnergy, ModelUsage, Origin, SiteInfo, SplitMethod,
+    MODEL_UNATTRIBUTED,
+};
+use inferwatt_core::units::{j_to_kwh, mj_to_j};
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::{attribute, GpuEnergyInput, ModelKey, ProcessActivity};
+use crate::config::Config;
+use crate::identify::{Identifier, Identity};
+use crate::sample::{EnergyReading, GpuSampler, IntervalEnergy};
+use crate::sinks::file::FileSink;
+use crate::sinks::prometheus::SharedMetrics;
+use crate::sources::nvml::{mean_sm_util, GpuReader, GpuReading};
+use crate::sources::procs::ProcReader;
+use crate::sources::rapl::RaplReader;
+use crate::sources::server_metrics::ServerCounters;
+
+/// Errors that stop the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Nvml(#[from] crate::sources::nvml::SourceError),
+    #[error("cannot create the state directory '{path}': {source}; set [state] dir to a directory this user can write")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    File(#[from] crate::sinks::file::FileSinkError),
+    #[error("shipping: {0}")]
+    Ship(String),
+    #[error("identify rules: {0}")]
+    Identify(String),
+}
+
+/// Usage deltas the scraper accumulated since the sampler last took them.
+pub type PendingUsage = Arc<Mutex<BTreeMap<ModelKey, ServerCounters>>>;
+
+/// Inference-server endpoints to scrape: URL → server kind.
+pub type Endpoints = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The last counter reading per GPU, persisted so that a restart attributes what the
+/// counters advanced while the agent was down to `_unattributed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub gpus: BTreeMap<String, SavedReading>,
+}
+
+/// One GPU's last reading.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SavedReading {
+    pub t_ns: i64,
+    pub counter_mj: u64,
+}
+
+impl AgentState {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Reads the state file; a missing or unreadable one is an empty state (logged).
+    pub fn load(dir: &Path) -> AgentState {
+        let path = Self::path(dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable state file");
+                AgentState::default()
+            }),
+            Err(_) => AgentState::default(),
+        }
+    }
+
+    /// Writes the state atomically (temp file, fsync, rename).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = Self::path(dir);
+        let tmp = dir.join("state.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+}
+
+/// What one sample produced (also what `check` shows and tests inspect).
+#[derive(Debug, Default, Clone)]
+pub struct SampleOutput {
+    pub gpus: Vec<GpuInterval>,
+    pub models: Vec<ModelEnergy>,
+    pub usage: Vec<ModelUsage>,
+    pub host: Option<HostEnergy>,
+    pub site: Option<SiteInfo>,
+}
+
+impl SampleOutput {
+    pub fn points(&self, o: &Origin) -> Vec<Point> {
+        let mut pts = Vec::with_capacity(self.gpus.len() + self.models.len() + 2);
+        pts.extend(self.gpus.iter().map(|g| g.to_point(o)));
+        pts.extend(self.models.iter().map(|m| m.to_point(o)));
+        pts.extend(self.usage.iter().map(|u| u.to_point(o)));
+        pts.extend(self.host.iter().map(|h| h.to_point(o)));
+        pts.extend(self.site.iter().map(|s| s.to_point(o)));
+        pts
+    }
+}
+
+/// Site factors the agent applies for its local estimates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalFactors {
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+    pub ewif_l_per_kwh: f64,
+    pub intensity_g_per_kwh: Option<f64>,
+    pub intensity_source: String,
+}
+
+impl LocalFactors {
+    pub fn from_config(cfg: &Config) -> Self {
+        let s = &cfg.site;
+        let (intensity_g_per_kwh, intensity_source) = match s.carbon_intensity_g_per_kwh {
+            Some(v) => (Some(v), "config".to_string()),
+            None => {
+                let key = if s.zone.is_empty() {
+                    &s.country
+                } else {
+                    &s.zone
+                };
+                match inferwatt_core::factors::grid_intensity(key, None) {
+                    Some(g) => (Some(g.g_per_kwh), format!("{} {}", g.source, g.year)),
+                    None => (
+                        None,
+                        "unknown: set site.zone, site.country or site.carbon_intensity_g_per_kwh"
+                            .into(),
+                    ),
+                }
+            }
+        };
+        LocalFactors {
+            pue: s.pue,
+            wue_l_per_kwh: s.wue_l_per_kwh,
+            ewif_l_per_kwh: s.ewif_l_per_kwh,
+            intensity_g_per_kwh,
+            intensity_source,
+        }
+    }
+}
+
+struct CachedIdentity {
+    identity: Identity,
+    cmdline: Vec<String>,
+}
+
+/// The sampler: everything one interval needs, owned by the sampling thread.
+pub struct Sampler<R: GpuReader> {
+    cfg: Config,
+    origin: Origin,
+    reader: R,
+    procs: ProcReader,
+    identifier: Identifier,
+    rapl: Option<RaplReader>,
+    samplers: Vec<GpuSampler>,
+    util_since_us: Vec<u64>,
+    min_power_w: Vec<Option<f64>>,
+    identities: HashMap<u32, CachedIdentity>,
+    cpu_ms: HashMap<u32, u64>,
+    state: AgentState,
+    resumed: HashSet<String>,
+    factors: LocalFactors,
+    pending_usage: PendingUsage,
+    last_usage_ns: i64,
+    last_site_ns: i64,
+    pub metrics: SharedMetrics,
+    pub endpoints: Endpoints,
+}
+
+const HELP_GPU_ENERGY: &str =
+    "GPU energy measured by NVML, by measurement path (counter, integrated, gap).";
+const HELP_MODEL_ENERGY: &str =
+    "Energy attributed to a model on a GPU, by component (active, idle, host).";
+const HELP_EMISSIONS: &str =
+    "Location-based emissions of a model's facility energy (agent's local estimate).";
+const HELP_WATER: &str = "Water consumed for a model's energy: onsite (WUE x IT energy) and offsite (EWIF x facility energy).";
+
+impl<R: GpuReader> Sampler<R> {
+    pub fn new(cfg: Config, reader: R, metrics: SharedMetrics) -> Result<Self, PipelineError> {
+        let identifier = Identifier::new(&cfg.identify.rules)
+            .map_err(|e| PipelineError::Identify(e.to_string()))?;
+        let host = if cfg.site.host.is_empty() {
+            system_host_name()
+        } else {
+            cfg.site.host.clone()
+        };
+        let origin = Origin {
+            site: cfg.site.name.clone(),
+            host,
+        };
+        let rapl = if cfg.host.rapl {
+            match RaplReader::open(&cfg.host.powercap_root) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(error = %e, "host energy: RAPL not readable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let n = reader.gpus().len();
+        let state = AgentState::load(&cfg.state.dir);
+        let factors = LocalFactors::from_config(&cfg);
+        Ok(Sampler {
+            origin,
+            procs: ProcReader::new(),
+            identifier,
+            rapl,
+            samplers: vec![GpuSampler::new(); n],
+            util_since_us: vec![0; n],
+            min_power_w: vec![None; n],
+            identities: HashMap::new(),
+            cpu_ms: HashMap::new(),
+            state,
+            resumed: HashSet::new(),
+            factors,
+            pending_usage: Arc::new(Mutex::new(BTreeMap::new())),
+            last_usage_ns: 0,
+            last_site_ns: 0,
+            metrics,
+            endpoints: Arc::new(Mutex::new(BTreeMap::new())),
+            reader,
+            cfg,
+        })
+    }
+
+    /// Ignores readings saved by an earlier run (for `check`, which must not report a
+    /// downtime that `run` will report).
+    pub fn forget_state(&mut self) {
+        self.state = AgentState::default();
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    pub fn pending_usage(&self) -> PendingUsage {
+        self.pending_usage.clone()
+    }
+
+    pub fn factors(&self) -> &LocalFactors {
+        &self.factors
+    }
+
+    /// The identity of a process (cached per pid while it lives).
+    pub fn identify(&mut self, pid: u32) -> Identity {
+        if let Some(c) = self.identities.get(&pid) {
+            return c.identity.clone();
+        }
+        // The process and its ancestors: vLLM's engine core and SGLang's schedulers
+        // re-title themselves and carry their model on the parent's command line.
+        let (identity, cmdline, endpoint) = match self.procs.lineage(pid, 4) {
+            Ok(chain) => {
+                let id = self.identifier.identify_lineage(&chain);
+                let endpoint =
+                    crate::sources::server_metrics::default_endpoint_for_lineage(&id, &chain);
+                let cmdline = chain.first().map(|f| f.cmdline.clone()).unwrap_or_default();
+                (id, cmdline, endpoint)
+            }
+            Err(e) => {
+                // Not readable (gone, or hidden by hidepid): still attributed, by pid.
+                tracing::debug!(pid, error = %e, "process facts unavailable");
+                (
+                    Identity {
+                        model: format!("unknown:pid{pid}"),
+                        server: "unknown".into(),
+                        rule: format!("process {pid} not readable: {e}"),
+                    },
+                    Vec::new(),
+                    None,
+                )
+            }
+        };
+        if self.cfg.server_metrics.discover {
+            if let Some(url) = endpoint {
+                self.endpoints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(url, identity.server.clone());
+            }
+        }
+        self.identities.insert(
+            pid,
+            CachedIdentity {
+                identity: identity.clone(),
+                cmdline,
+            },
+        );
+        identity
+    }
+
+    /// The cmdline seen for a pid (for `check`).
+    pub fn cmdline(&self, pid: u32) -> Option<&[String]> {
+        self.identities.get(&pid).map(|c| c.cmdline.as_slice())
+    }
+
+    /// Takes one sample of every GPU and returns what it produced.
+    pub fn sample(&mut self) -> SampleOutput {
+        let mut out = SampleOutput::default();
+        let mut live_pids: HashSet<u32> = HashSet::new();
+        // pid → (gpu uuid, model key) rows, for the host split.
+        let mut pid_rows: Vec<(u32, String, ModelKey)> = Vec::new();
+        let mut model_rows: BTreeMap<(String, ModelKey), ModelEnergy> = BTreeMap::new();
+
+        for slot in 0..self.samplers.len() {
+            let info = self.reader.gpus()[slot].clone();
+            let reading = match self.reader.read(slot, self.util_since_us[slot]) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.count_error("gpu_read");
+                    tracing::warn!(gpu = info.index, error = %e, "GPU reading failed; its next interval spans this one");
+                    continue;
+                }
+            };
+            for e in &reading.errors {
+                self.count_error("nvml_query");
+                tracing::debug!(gpu = info.index, error = %e, "NVML query failed");
+            }
+            if let Some(samples) = &reading.util_samples {
+                if let Some(max) = samples.iter().map(|s| s.timestamp_us).max() {
+                    self.util_since_us[slot] = self.util_since_us[slot].max(max);
+                }
+            }
+            let er = EnergyReading {
+                t_ns: reading.t_ns,
+                counter_mj: reading.energy_counter_mj,
+                power_w: reading.power_w,
+            };
+
+            // A restart: what the counter advanced while the agent was down.
+            if self.resumed.insert(info.uuid.clone()) {
+                if let (Some(saved), Some(cur)) =
+                    (self.state.gpus.get(&info.uuid).copied(), er.counter_mj)
+                {
+                    if let Some(gap) = downtime_interval(saved, er.t_ns, cur) {
+                        self.push_gap(&info, &reading, gap, &mut out, &mut model_rows);
+                    }
+                }
+            }
+
+            let Some(interval) = self.samplers[slot].step(er) else {
+                self.save_reading(&info.uuid, er);
+                continue;
+            };
+            self.save_reading(&info.uuid, er);
+            if interval.counter_reset {
+                tracing::info!(gpu = info.index, "energy counter went backwards (driver reload or GPU reset); integrating power for this interval");
+            }
+
+            // Processes and their models.
+            let sm = reading.util_samples.as_ref().map(|s| mean_sm_util(s));
+            let mut activity = Vec::with_capacity(reading.processes.len());
+            for p in &reading.processes {
+                live_pids.insert(p.pid);
+                let id = self.identify(p.pid);
+                let key = ModelKey::new(id.model, id.server);
+                pid_rows.push((p.pid, info.uuid.clone(), key.clone()));
+                activity.push(ProcessActivity {
+                    pid: p.pid,
+                    model: key,
+                    sm_util: sm.as_ref().map(|m| m.get(&p.pid).copied().unwrap_or(0.0)),
+                    mem_bytes: p.used_memory_bytes,
+                    mig_instance: p.mig_index,
+                });
+            }
+            // A process that exited during the interval is no longer listed, but its
+            // utilisation samples before the exit are: it keeps its share.
+            if let Some(sm) = &sm {
+                for (&pid, &util) in sm {
+                    if util > 0.0 && !activity.iter().any(|a| a.pid == pid) {
+                        if let Some(c) = self.identities.get(&pid) {
+                            let key =
+                                ModelKey::new(c.identity.model.clone(), c.identity.server.clone());
+                            pid_rows.push((pid, info.uuid.clone(), key.clone()));
+                            activity.push(ProcessActivity {
+                                pid,
+                                model: key,
+                                sm_util: Some(util),
+                                mem_bytes: None,
+                                mig_instance: None,
+                            });
+                        }
+                    }
+                }
+            }
+            let dt = interval.interval_s();
+            let mean_power = interval.energy_j / dt;
+            if interval.source != EnergySource::Gap {
+                let m = &mut self.min_power_w[slot];
+                *m = Some(m.map_or(mean_power, |v| v.min(mean_power)));
+                if activity.is_empty() {
+                    self.samplers[slot].observe_idle_power(mean_power);
+                }
+            }
+            let idle_power_w = self
+                .cfg
+                .sampling
+                .idle_power_w
+                .get(&info.name)
+                .copied()
+                .or(self.samplers[slot].learned_idle_w())
+                .or(self.min_power_w[slot])
+                .unwrap_or(0.0);
+            let shares = attribute(&GpuEnergyInput {
+                energy_j: interval.energy_j,
+                interval_s: dt,
+                idle_power_w,
+                processes: activity,
+                mig_slices: info.mig.iter().map(|m| (m.index, m.slices)).collect(),
+                idle_policy: self.cfg.sampling.idle_policy,
+            });
+
+            out.gpus.push(gpu_interval(&info, &reading, &interval));
+            for s in shares {
+                let row = ModelEnergy {
+                    gpu_uuid: info.uuid.clone(),
+                    model: s.model.model.clone(),
+                    server: s.model.server.clone(),
+                    active_j: s.active_j,
+                    idle_j: s.idle_j,
+                    host_j: 0.0,
+                    interval_s: dt,
+                    method: s.method,
+                    end_ns: interval.end_ns,
+                };
+                model_rows.insert((info.uuid.clone(), s.model), row);
+            }
+            self.publish_gpu(&info, &reading, &interval);
+        }
+
+        let now_ns = crate::sources::nvml::now_ns();
+        out.host = self.host_energy(now_ns, &pid_rows, &mut model_rows);
+        out.models = model_rows.into_values().collect();
+        out.usage = self.take_usage(now_ns);
+        if now_ns - self.last_site_ns >= 60_000_000_000 || self.last_site_ns == 0 {
+            let interval_s = if self.last_site_ns == 0 {
+                0.0
+            } else {
+                (now_ns - self.last_site_ns) as f64 / 1e9
+            };
+            self.last_site_ns = now_ns;
+            out.site = Some(SiteInfo {
+                country: self.cfg.site.country.clone(),
+                zone: self.cfg.site.zone.clone(),
+                pue: self.cfg.site.pue,
+                wue_l_per_kwh: self.cfg.site.wue_l_per_kwh,
+                interval_s,
+                end_ns: now_ns,
+            });
+        }
+        self.publish_models(&out);
+        self.identities.retain(|pid, _| live_pids.contains(pid));
+        out
+    }
+
+    fn push_gap(
+        &mut self,
+        info: &crate::sources::nvml::GpuInfo,
+        reading: &GpuReading,
+        gap: IntervalEnergy,
+        out: &mut SampleOutput,
+        rows: &mut BTreeMap<(String, ModelKey), ModelEnergy>,
+    ) {
+        tracing::info!(
+            gpu = info.index,
+            energy_j = gap.energy_j,
+            seconds = gap.interval_s(),
+            "energy used while the agent was down goes to _unattributed"
+        );
+        out.gpus.push(GpuInterval {
+            energy_counter_mj: reading.energy_counter_mj,
+            ..gpu_interval(info, reading, &gap)
+        });
+        let key = ModelKey::new(MODEL_UNATTRIBUTED, "");
+        rows.insert(
+            (info.uuid.clone(), key),
+            ModelEnergy {
+                gpu_uuid: info.uuid.clone(),
+                model: MODEL_UNATTRIBUTED.into(),
+                server: String::new(),
+                active_j: gap.energy_j,
+                idle_j: 0.0,
+                host_j: 0.0,
+                interval_s: gap.interval_s(),
+                method: SplitMethod::None,
+                end_ns: gap.end_ns,
+            },
+        );
+        self.publish_gpu(info, reading, &gap);
+    }
+
+    fn save_reading(&mut self, uuid: &str, er: EnergyReading) {
+        if let Some(c) = er.counter_mj {
+            self.state.gpus.insert(
+                uuid.to_string(),
+                SavedReading {
+                    t_ns: er.t_ns,
+                    counter_mj: c,
+                },
+            );
+        }
+    }
+
+    /// Persists the last readings; call after the interval's points are durable.
+    pub fn persist_state(&self) {
+        if let Err(e) = self.state.save(&self.cfg.state.dir) {
+            self.count_error("state_write");
+            tracing::warn!(error = %e, dir = %self.cfg.state.dir.display(), "cannot write the agent state");
+        }
+    }
+
+    fn host_energy(
+        &mut self,
+        now_ns: i64,
+        pid_rows: &[(u32, String, ModelKey)],
+        rows: &mut BTreeMap<(String, ModelKey), ModelEnergy>,
+    ) -> Option<HostEnergy> {
+        let rapl = self.rapl.as_mut()?;
+        let delta = match rapl.read_delta() {
+            Ok(Some(d)) => d,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "RAPL read failed");
+                return None;
+            }
+        };
+        let host_j = delta.cpu_j + delta.dram_j.unwrap_or(0.0);
+        // Split host energy by the GPU processes' share of host CPU time.
+        let pids: Vec<u32> = pid_rows.iter().map(|(p, _, _)| *p).collect();
+        let cpu_now = self.procs.cpu_time_ms(&pids);
+        let host_cpu_pct = self.procs.host_cpu_pct();
+        let interval_s = self.cfg.sampling.interval_s;
+        let host_cpu_ms = (host_cpu_pct / 100.0)
+            * interval_s
+            * 1000.0
+            * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+        let mut per_pid_rows: HashMap<u32, usize> = HashMap::new();
+        for (pid, _, _) in pid_rows {
+            *per_pid_rows.entry(*pid).or_default() += 1;
+        }
+        if host_cpu_ms > 0.0 {
+            for (pid, uuid, key) in pid_rows {
+                let prev = self.cpu_ms.get(pid).copied();
+                let cur = cpu_now.get(pid).copied();
+                if let (Some(a), Some(b)) = (prev, cur) {
+                    let used = b.saturating_sub(a) as f64 / per_pid_rows[pid] as f64;
+                    let share = (used / host_cpu_ms).min(1.0);
+                    if let Some(row) = rows.get_mut(&(uuid.clone(), key.clone())) {
+                        row.host_j += host_j * share;
+                    }
+                }
+            }
+        }
+        self.cpu_ms = cpu_now;
+        Some(HostEnergy {
+            cpu_j: delta.cpu_j,
+            dram_j: delta.dram_j,
+            interval_s,
+            source: "rapl".into(),
+            end_ns: now_ns,
+        })
+    }
+
+    fn take_usage(&mut self, now_ns: i64) -> Vec<ModelUsage> {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_usage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let interval_s = if self.last_usage_ns == 0 {
+            self.cfg.sampling.interval_s
+        } else {
+            (now_ns - self.last_usage_ns) as f64 / 1e9
+        };
+        self.last_usage_ns = now_ns;
+        pending
+            .into_iter()
+            .filter(|(_, c)| c.requests + c.input_tokens + c.output_tokens > 0)
+            .map(|(k, c)| ModelUsage {
+                model: k.model,
+                server: k.server,
+                requests: c.requests,
+                input_tokens: c.input_tokens,
+                output_tokens: c.output_tokens,
+                interval_s,
+                end_ns: now_ns,
+            })
+            .collect()
+    }
+
+    fn count_error(&self, kind: &'static str) {
+        self.metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .inc(
+                "inferwatt_agent_sample_errors_total",
+                "Failed reads while sampling, by kind.",
+                vec![("kind", kind.to_string())],
+                1.0,
+            );
+    }
+
+    fn publish_gpu(
+        &self,
+        info: &crate::sources::nvml::GpuInfo,
+        reading: &GpuReading,
+        interval: &IntervalEnergy,
+    ) {
+        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        let gpu_labels = || {
+            vec![
+                ("gpu_index", info.index.to_string()),
+                ("gpu_name", info.name.clone()),
+                ("gpu_uuid", info.uuid.clone()),
+                ("site", self.origin.site.clone()),
+            ]
+        };
+        let mut l = gpu_labels();
+        l.push(("source", interval.source.as_str().to_string()));
+        m.inc(
+            "inferwatt_gpu_energy_joules_total",
+            HELP_GPU_ENERGY,
+            l,
+            interval.energy_j,
+        );
+        if let Some(p) = reading.power_w {
+            m.set(
+                "inferwatt_gpu_power_watts",
+                "GPU power as NVML reports it.",
+                gpu_labels(),
+                p,
+            );
+        }
+        if let Some(u) = reading.util_pct {
+            m.set(
+                "inferwatt_gpu_utilization_percent",
+                "GPU utilisation (percent of time a kernel ran).",
+                gpu_labels(),
+                u,
+            );
+        }
+        if let Some(b) = reading.mem_used_bytes {
+            m.set(
+                "inferwatt_gpu_memory_used_bytes",
+                "GPU memory in use.",
+                gpu_labels(),
+                b as f64,
+            );
+        }
+        m.set(
+            "inferwatt_gpu_processes",
+            "Compute processes on the GPU.",
+            gpu_labels(),
+            reading.processes.len() as f64,
+        );
+    }
+
+    fn publish_models(&self, out: &SampleOutput) {
+        let f = &self.factors;
+        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in &out.models {
+            let base = || {
+                vec![
+                    ("gpu_uuid", r.gpu_uuid.clone()),
+                    ("model", r.model.clone()),
+                    ("server", r.server.clone()),
+                    ("site", self.origin.site.clone()),
+                ]
+            };
+            for (component, j) in [
+                ("active", r.active_j),
+                ("idle", r.idle_j),
+                ("host", r.host_j),
+            ] {
+                let mut l = base();
+                l.push(("component", component.to_string()));
+                m.inc(
+                    "inferwatt_model_energy_joules_total",
+                    HELP_MODEL_ENERGY,
+                    l,
+                    j,
+                );
+            }
+            let it_kwh = j_to_kwh(r.total_j());
+            let facility_kwh = inferwatt_core::footprint::facility_energy_kwh(it_kwh, f.pue);
+            let model_labels = || {
+                vec![
+                    ("model", r.model.clone()),
+                    ("server", r.server.clone()),
+                    ("site", self.origin.site.clone()),
+                ]
+            };
+            if let Some(ci) = f.intensity_g_per_kwh {
+                let mut l = model_labels();
+                l.push(("method", "location".to_string()));
+                m.inc(
+                    "inferwatt_model_emissions_grams_total",
+                    HELP_EMISSIONS,
+                    l,
+                    inferwatt_core::footprint::location_emissions_g(facility_kwh, ci),
+                );
+            }
+            for (scope, l_) in [
+                (
+                    "onsite",
+                    inferwatt_core::footprint::water_onsite_l(it_kwh, f.wue_l_per_kwh),
+                ),
+                (
+                    "offsite",
+                    inferwatt_core::footprint::water_offsite_l(it_kwh, f.pue, f.ewif_l_per_kwh),
+                ),
+            ] {
+                let mut l = model_labels();
+                l.push(("scope", scope.to_string()));
+                m.inc("inferwatt_model_water_liters_total", HELP_WATER, l, l_);
+            }
+        }
+        for u in &out.usage {
+            let l = || {
+                vec![
+                    ("model", u.model.clone()),
+                    ("server", u.server.clone()),
+                    ("site", self.origin.site.clone()),
+                ]
+            };
+            m.inc(
+                "inferwatt_model_requests_total",
+                "Requests a model's server completed.",
+                l(),
+                u.requests as f64,
+            );
+            m.inc(
+                "inferwatt_model_input_tokens_total",
+                "Prompt tokens a model's server processed.",
+                l(),
+                u.input_tokens as f64,
+            );
+            m.inc(
+                "inferwatt_model_output_tokens_total",
+                "Tokens a model's server generated.",
+                l(),
+                u.output_tokens as f64,
+            );
+        }
+        if let Some(h) = &out.host {
+            let l = vec![
+                ("site", self.origin.site.clone()),
+                ("source", h.source.clone()),
+            ];
+            m.inc(
+                "inferwatt_host_energy_joules_total",
+                "Host CPU package and DRAM energy.",
+                l,
+                h.cpu_j + h.dram_j.unwrap_or(0.0),
+            );
+        }
+        m.inc(
+            "inferwatt_agent_samples_total",
+            "Samples taken.",
+            vec![],
+            1.0,
+        );
+        m.set(
+            "inferwatt_agent_last_sample_timestamp_seconds",
+            "Unix time of the last sample.",
+            vec![],
+            crate::sources::nvml::now_ns() as f64 / 1e9,
+        );
+    }
+}
+
+/// The interval between a reading saved by an earlier run and the first one now.
+pub fn downtime_interval(
+    saved: SavedReading,
+    now_ns: i64,
+    counter_mj: u64,
+) -> Option<IntervalEnergy> {
+    if now_ns <= saved.t_ns {
+        return None;
+    }
+    // A counter that went backwards was reset while we were down (driver reload): what
+    // it shows now is the energy since then; what came before the reset is unknown.
+    let energy_mj = if counter_mj >= saved.counter_mj {
+        counter_mj - saved.counter_mj
+    } else {
+        counter_mj
+    };
+    Some(IntervalEnergy {
+        start_ns: saved.t_ns,
+        end_ns: now_ns,
+        energy_j: mj_to_j(energy_mj),
+        source: EnergySource::Gap,
+        counter_reset: counter_mj < saved.counter_mj,
+    })
+}
+
+fn gpu_interval(
+    info: &crate::sources::nvml::GpuInfo,
+    reading: &GpuReading,
+    interval: &IntervalEnergy,
+) -> GpuInterval {
+    GpuInterval {
+        gpu_uuid: info.uuid.clone(),
+        gpu_index: info.index,
+        gpu_name: info.name.clone(),
+        energy_j: interval.energy_j,
+        power_w: reading.power_w,
+        util_pct: reading.util_pct,
+        mem_used_bytes: reading.mem_used_bytes,
+        energy_counter_mj: reading.energy_counter_mj,
+        interval_s: interval.interval_s(),
+        source: interval.source,
+        end_ns: interval.end_ns,
+    }
+}
+
+/// The system's host name.
+pub fn system_host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), PipelineError> {
+    std::fs::create_dir_all(&cfg.state.dir).map_err(|source| PipelineError::StateDir {
+        path: cfg.state.dir.clone(),
+        source,
+    })?;
+    let metrics = crate::sinks::prometheus::Metrics::shared();
+    let mut sampler = Sampler::new(cfg.clone(), reader, metrics.clone())?;
+    let mut file = cfg
+        .file
+        .as_ref()
+        .map(|f| FileSink::open(&f.path))
+        .transpose()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| PipelineError::Ship(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let ship = match cfg.ship.clone() {
+        Some(mut sc) => {
+            if sc.spool_dir.as_os_str().is_empty() {
+                sc.spool_dir = cfg.state.dir.join("spool");
+            }
+            let (shipper, handle) = rt
+                .block_on(async { inferwatt_ship::Shipper::open(sc) })
+                .map_err(|e| PipelineError::Ship(e.to_string()))?;
+            let rx = stop_rx.clone();
+            let task = rt.spawn(shipper.run(rx));
+            Some((handle, task))
+        }
+        None => None,
+    };
+
+    if cfg.prometheus.enabled {
+        let (listen, m, rx) = (cfg.prometheus.listen, metrics.clone(), stop_rx.clone());
+        // Bind now so a taken port is a startup error, not a log line later.
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(listen))
+            .map_err(|e| {
+                PipelineError::Ship(format!(
+                    "cannot listen on {listen} for Prometheus: {e}; set [prometheus] listen"
+                ))
+            })?;
+        drop(listener);
+        rt.spawn(async move {
+            if let Err(e) = crate::sinks::prometheus::serve(listen, m, rx).await {
+                tracing::error!(error = %e, "Prometheus endpoint stopped");
+            }
+        });
+    }
+
+    rt.spawn(scrape_loop(
+        cfg.server_metrics.clone(),
+        sampler.endpoints.clone(),
+        sampler.pending_usage(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let stop_tx = stop_tx.clone();
+        rt.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            stop.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let interval = Duration::from_secs_f64(cfg.sampling.interval_s);
+    let start = Instant::now();
+    let mut k: u32 = 0;
+    tracing::info!(
+        gpus = sampler.reader().gpus().len(),
+        interval_s = cfg.sampling.interval_s,
+        site = %sampler.origin().site,
+        host = %sampler.origin().host,
+        "sampling"
+    );
+    while !stop.load(Ordering::SeqCst) {
+        let out = sampler.sample();
+        let points = out.points(sampler.origin());
+        let mut durable = true;
+        if let Some(f) = file.as_mut() {
+            if let Err(e) = f.write(&points) {
+                durable = false;
+                tracing::warn!(error = %e, "file sink write failed");
+            }
+        }
+        if let Some((handle, _)) = &ship {
+            if let Err(e) = handle.enqueue(&points) {
+                durable = false;
+                tracing::warn!(error = %e, "cannot spool this interval");
+            }
+            let s = handle.stats();
+            let mut m = metrics.lock().unwrap_or_else(PoisonError::into_inner);
+            m.set(
+                "inferwatt_agent_spool_bytes",
+                "Bytes waiting in the on-disk spool.",
+                vec![],
+                s.spool_bytes as f64,
+            );
+            m.set(
+                "inferwatt_agent_sent_points",
+                "Points the collector acknowledged since start.",
+                vec![],
+                s.sent_points_total as f64,
+            );
+            m.set(
+                "inferwatt_agent_send_failures",
+                "Failed sends since start (retried).",
+                vec![],
+                s.send_failures_total as f64,
+            );
+            m.set(
+                "inferwatt_agent_rejected_batches",
+                "Batches the server rejected since start (kept in the dead-letter file).",
+                vec![],
+                s.rejected_batches_total as f64,
+            );
+            m.set(
+                "inferwatt_agent_folded_points",
+                "Points folded into coarser intervals on spool overflow since start.",
+                vec![],
+                s.folded_points_total as f64,
+            );
+        }
+        if durable {
+            sampler.persist_state();
+        }
+        // Absolute schedule: the next tick is the next multiple of the interval.
+        k += 1;
+        let mut next = start + interval * k;
+        let now = Instant::now();
+        while next <= now {
+            k += 1;
+            next = start + interval * k;
+        }
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(200)));
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some((_, task)) = ship {
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn scrape_loop(
+    cfg: crate::config::ServerMetricsConfig,
+    endpoints: Endpoints,
+    pending: PendingUsage,
+    metrics: SharedMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client: server metrics disabled");
+            return;
+        }
+    };
+    {
+        let mut eps = endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in &cfg.endpoints {
+            eps.insert(e.url.clone(), e.server.clone());
+        }
+    }
+    let mut tracker = crate::sources::server_metrics::UsageTracker::new();
+    let timeout = Duration::from_secs_f64(cfg.timeout_s);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.interval_s));
+    let mut failing: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let eps: Vec<(String, String)> = endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect();
+        for (url, server) in eps {
+            match crate::sources::server_metrics::scrape(&client, &url, &server, timeout).await {
+                Ok(counters) => {
+                    if failing.remove(&url) {
+                        tracing::info!(%url, "inference-server metrics reachable again");
+                    }
+                    let deltas = tracker.update(&url, &counters);
+                    let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (model, d) in deltas {
+                        let e = p.entry(ModelKey::new(model, server.clone())).or_default();
+                        e.requests += d.requests;
+                        e.input_tokens += d.input_tokens;
+                        e.output_tokens += d.output_tokens;
+                    }
+                }
+                Err(e) => {
+                    if failing.insert(url.clone()) {
+                        tracing::warn!(%url, error = %e, "cannot scrape inference-server metrics");
+                    }
+                    metrics.lock().unwrap_or_else(PoisonError::into_inner).inc(
+                        "inferwatt_agent_scrape_failures_total",
+                        "Failed scrapes of inference-server metrics.",
+                        vec![("server", server.clone())],
+                        1.0,
+                    );
+                }
+            }
+        }
+    }
+}

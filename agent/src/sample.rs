@@ -140,7 +140,9 @@ mod tests {
     fn counter_path_differences_millijoules() {
         let mut s = GpuSampler::new();
         assert!(s.step(r(0.0, Some(1_000_000), Some(100.0))).is_none());
-        let i = s.step(r(1.0, Some(1_250_500), Some(300.0))).expect("interval");
+        let i = s
+            .step(r(1.0, Some(1_250_500), Some(300.0)))
+            .expect("interval");
         assert_eq!(i.source, EnergySource::Counter);
         assert!((i.energy_j - 250.5).abs() < 1e-9);
         assert_eq!(i.interval_s(), 1.0);
@@ -148,7 +150,10 @@ mod tests {
 
     #[test]
     fn counter_reset_falls_back_to_integration() {
-        let i = interval_between(r(0.0, Some(5_000), Some(100.0)), r(2.0, Some(10), Some(300.0)));
+        let i = interval_between(
+            r(0.0, Some(5_000), Some(100.0)),
+            r(2.0, Some(10), Some(300.0)),
+        );
         assert_eq!(i.source, EnergySource::Integrated);
         assert!(i.counter_reset);
         assert!((i.energy_j - 400.0).abs() < 1e-9);

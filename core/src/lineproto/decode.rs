@@ -98,6 +98,9 @@ pub struct Decoder<'a> {
     line_start: usize,
     nanos_per_unit: i64,
     default_time_ns: i64,
+    /// Tag and field counts of the previous point: consecutive points usually share a
+    /// shape, so they size the next point's vectors in one allocation each.
+    shape: (usize, usize),
 }
 
 impl<'a> Decoder<'a> {
@@ -110,7 +113,8 @@ impl<'a> Decoder<'a> {
             line: 1,
             line_start: 0,
             nanos_per_unit: unit,
-            default_time_ns: default_time_ns - default_time_ns.rem_euclid(unit),
+            default_time_ns: truncate(default_time_ns, unit),
+            shape: (0, 1),
         }
     }
 
@@ -307,7 +311,7 @@ impl<'a> Decoder<'a> {
 
     fn point(&mut self) -> Result<Point, DecodeError> {
         let measurement = self.key(Kind::Measurement)?;
-        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut tags: Vec<(String, String)> = Vec::with_capacity(self.shape.0);
         loop {
             match self.peek() {
                 Some(b',') => {
@@ -350,7 +354,7 @@ impl<'a> Decoder<'a> {
         while self.peek() == Some(b' ') {
             self.pos += 1;
         }
-        let mut fields: Vec<(String, FieldValue)> = Vec::new();
+        let mut fields: Vec<(String, FieldValue)> = Vec::with_capacity(self.shape.1);
         loop {
             let key = self.key(Kind::FieldKey)?;
             self.expect_equals(Kind::FieldKey, &key)?;
@@ -375,6 +379,7 @@ impl<'a> Decoder<'a> {
             }
         }
         self.end_of_line("the fields")?;
+        self.shape = (tags.len(), fields.len());
         Ok(Point {
             measurement,
             tags,
@@ -593,6 +598,12 @@ impl<'a> Decoder<'a> {
         self.pos += len;
         Ok(ns)
     }
+}
+
+/// `t` rounded down to a multiple of `unit` (up, where down would overflow).
+fn truncate(t: i64, unit: i64) -> i64 {
+    let rem = t.rem_euclid(unit);
+    t.checked_sub(rem).unwrap_or_else(|| t + (unit - rem))
 }
 
 fn unescape_key(text: &str, kind: Kind) -> String {
@@ -858,6 +869,10 @@ mod tests {
         assert_eq!(p[0].timestamp, Some(1_234_000_000));
         let p = decode(b"m v=1", Precision::Seconds, -1).expect("decodes");
         assert_eq!(p[0].timestamp, Some(-1_000_000_000));
+        let p = decode(b"m v=1", Precision::Seconds, i64::MIN).expect("decodes");
+        assert_eq!(p[0].timestamp, Some(i64::MIN + 854_775_808));
+        let p = decode(b"m v=1", Precision::Milliseconds, i64::MAX).expect("decodes");
+        assert_eq!(p[0].timestamp, Some(i64::MAX - 854_775_807 % 1_000_000));
     }
 
     #[test]

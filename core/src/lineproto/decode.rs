@@ -11,8 +11,9 @@
 //!   return, tab; other backslashes are kept; raw newlines are allowed inside quotes;
 //! * `12i` (i64), `12u` (u64), floats with optional fraction and exponent (out of range
 //!   is an error, never ±inf), booleans `t T true True TRUE f F false False FALSE`;
-//! * every token must be valid UTF-8; tags come out sorted by key; a point needs at
-//!   least one field;
+//! * every token must be valid UTF-8; tags come out sorted by key and a repeated tag
+//!   key is an error; a repeated field key is kept as written (both, in order); a point
+//!   needs at least one field;
 //! * a timestamp is scaled by the [`Precision`] with an overflow check; a point without
 //!   one gets the default time, truncated to the precision (as InfluxDB does).
 //!
@@ -367,18 +368,20 @@ impl<'a> Decoder<'a> {
             }
         }
         let mut timestamp = self.default_time_ns;
+        let mut after = "the fields";
         if self.peek() == Some(b' ') {
             while self.peek() == Some(b' ') {
                 self.pos += 1;
             }
             if matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
                 timestamp = self.timestamp()?;
+                after = "the timestamp";
                 while self.peek() == Some(b' ') {
                     self.pos += 1;
                 }
             }
         }
-        self.end_of_line("the fields")?;
+        self.end_of_line(after)?;
         self.shape = (tags.len(), fields.len());
         Ok(Point {
             measurement,
@@ -500,7 +503,11 @@ impl<'a> Decoder<'a> {
             let reason = match why {
                 ScalarError::Missing => format!("field '{key}' has no value"),
                 ScalarError::Invalid => {
-                    format!("field '{key}' has invalid value '{}'", show(raw))
+                    format!(
+                        "field '{key}' has invalid value '{}'; expected a float (1.5), an \
+                         integer (12i), an unsigned (12u), a boolean (true) or a \"string\"",
+                        show(raw)
+                    )
                 }
                 ScalarError::OutOfRange => format!(
                     "field '{key}' has value '{}', which is out of range for its type",
@@ -890,7 +897,8 @@ mod tests {
         assert_eq!(e.line, 3);
         assert_eq!(
             e.to_string(),
-            "line 3: field 'energy_j' has invalid value '12..5' (column 19)"
+            "line 3: field 'energy_j' has invalid value '12..5'; expected a float (1.5), an \
+             integer (12i), an unsigned (12u), a boolean (true) or a \"string\" (column 19)"
         );
         assert_eq!(fails("m v=\"a\nb\" 1\nm").line, 3);
         assert!(fails("m").reason.contains("at least one field"));

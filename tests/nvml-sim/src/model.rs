@@ -360,3 +360,204 @@ impl Scenario {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One GPU (idle 70 W, max 700 W) with the given processes and phases JSON.
+    fn gpu(extra: &str) -> Gpu {
+        let json = format!(
+            r#"{{"check_alive": false, "gpus": [{{"uuid": "GPU-t", "name": "NVIDIA H100 80GB HBM3",
+               "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 1000, {extra}}}]}}"#
+        );
+        let mut s = Scenario::from_json(&json).expect("test scenario parses");
+        s.gpus.remove(0)
+    }
+
+    fn steady() -> Gpu {
+        gpu(r#""initial_counter_mj": 5000,
+               "processes": [{"pid": 1, "used_memory_bytes": 10}],
+               "phases": [{"start_s": 0.0, "end_s": 10.0, "procs": [{"pid": 1, "sm_util": 50.0}]}]"#)
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn steady_load_integrates_exactly_and_conserves() {
+        let g = steady();
+        assert_eq!(g.power_w(5.0), 70.0 + 630.0 * 0.5);
+        assert_eq!(g.power_w(10.0), 70.0, "phase end is exclusive");
+        let t = g.truth(-2.0, 12.0);
+        assert!(close(t.energy_j, 70.0 * 14.0 + 315.0 * 10.0, 1e-9), "{t:?}");
+        assert!(close(t.idle_j, 70.0 * 14.0, 1e-9));
+        assert!(close(t.processes[0].active_j, 3150.0, 1e-9));
+        let sum: f64 = t.processes.iter().map(|p| p.active_j).sum::<f64>() + t.idle_j;
+        assert!(close(sum, t.energy_j, 1e-9));
+    }
+
+    #[test]
+    fn overload_is_clipped_and_shared_by_weight() {
+        let g = gpu(r#""processes": [{"pid": 1}, {"pid": 2}],
+               "phases": [{"start_s": 0.0, "end_s": 10.0, "procs": [
+                  {"pid": 1, "sm_util": 80.0, "weight": 1.0},
+                  {"pid": 2, "sm_util": 80.0, "weight": 0.5}]}]"#);
+        assert_eq!(g.power_w(1.0), 700.0);
+        let t = g.truth(0.0, 1.0);
+        // loads 0.8 and 0.4, sum 1.2 → each scaled by 1/1.2
+        assert!(
+            close(t.processes[0].active_j, 630.0 * 0.8 / 1.2, 1e-9),
+            "{t:?}"
+        );
+        assert!(
+            close(t.processes[1].active_j, 630.0 * 0.4 / 1.2, 1e-9),
+            "{t:?}"
+        );
+        assert!(close(t.energy_j, 700.0, 1e-9));
+    }
+
+    #[test]
+    fn bursts_keep_the_mean_and_cap_at_100() {
+        let g = gpu(r#""processes": [{"pid": 1}, {"pid": 2}],
+               "phases": [{"start_s": 1.0, "end_s": 9.0, "procs": [
+                  {"pid": 1, "sm_util": 20.0, "burst": {"period_s": 0.4, "duty": 0.25}},
+                  {"pid": 2, "sm_util": 50.0, "weight": 0.0, "burst": {"period_s": 0.4, "duty": 0.25}}]}]"#);
+        assert_eq!(g.util_at(1, 1.05), 80.0);
+        assert_eq!(g.util_at(1, 1.2), 0.0);
+        assert_eq!(
+            g.util_at(1, 1.45),
+            80.0,
+            "second period, counted from the phase start"
+        );
+        assert_eq!(g.util_at(2, 1.05), 100.0, "50/0.25 is capped at 100");
+        assert!(close(g.mean_util(1, 1.0, 5.0), 20.0, 1e-9));
+        assert!(close(g.mean_util(2, 1.0, 5.0), 25.0, 1e-9));
+        assert!(close(
+            g.energy_j(1.0, 5.0),
+            70.0 * 4.0 + 630.0 * 0.2 * 4.0,
+            1e-9
+        ));
+        assert_eq!(g.power_w(1.05), 70.0 + 630.0 * 0.8);
+    }
+
+    #[test]
+    fn exact_integration_matches_a_fine_riemann_sum() {
+        let g = gpu(
+            r#""processes": [{"pid": 1, "start_s": 0.37}, {"pid": 2, "end_s": 7.77}, {"pid": 3}],
+               "phases": [
+                 {"start_s": 0.5, "end_s": 4.3, "procs": [
+                    {"pid": 1, "sm_util": 33.0, "weight": 0.9, "burst": {"period_s": 0.137, "duty": 0.3}},
+                    {"pid": 2, "sm_util": 61.0, "weight": 1.3, "burst": {"period_s": 0.05, "duty": 0.71}},
+                    {"pid": 3, "sm_util": 12.5}]},
+                 {"start_s": 4.3, "end_s": 9.1, "procs": [
+                    {"pid": 2, "sm_util": 90.0, "weight": 0.7, "burst": {"period_s": 1.3, "duty": 0.5}},
+                    {"pid": 3, "sm_util": 40.0, "weight": 0.4}]}]"#,
+        );
+        let (a, b) = (0.123, 9.876);
+        let exact = g.energy_j(a, b);
+        let dt = 1e-5;
+        let n = ((b - a) / dt).round() as usize;
+        let riemann: f64 = (0..n)
+            .map(|i| g.power_w(a + (i as f64 + 0.5) * dt) * dt)
+            .sum();
+        assert!(
+            ((exact - riemann) / exact).abs() < 1e-4,
+            "exact {exact} vs riemann {riemann}"
+        );
+        let t = g.truth(a, b);
+        let sum: f64 = t.processes.iter().map(|p| p.active_j).sum::<f64>() + t.idle_j;
+        assert!(close(sum, t.energy_j, 1e-6 * t.energy_j));
+        assert!(t.processes.iter().all(|p| p.active_j > 0.0), "{t:?}");
+    }
+
+    #[test]
+    fn counter_is_quantised_to_100_ms() {
+        let g = steady();
+        let at_1s = 5000 + 385_000;
+        assert_eq!(g.counter_mj(1000), at_1s);
+        assert_eq!(g.counter_mj(1099), at_1s);
+        assert_eq!(g.counter_mj(1100), at_1s + 38_500);
+        assert_eq!(g.counter_mj(0), 5000);
+        assert_eq!(
+            g.counter_mj(-5000),
+            5000,
+            "before t=0 the counter holds its initial value"
+        );
+    }
+
+    #[test]
+    fn counter_restarts_from_zero_at_each_reset() {
+        let g = gpu(
+            r#""initial_counter_mj": 123456789, "counter_resets_s": [12.0, 20.0],
+               "processes": [{"pid": 1}],
+               "phases": [{"start_s": 0.0, "end_s": 10.0, "procs": [{"pid": 1, "sm_util": 50.0}]}]"#,
+        );
+        assert_eq!(g.counter_mj(11_950), 123_456_789 + 3_850_000 + 70 * 1900);
+        assert_eq!(g.counter_mj(12_050), 0);
+        assert_eq!(g.counter_mj(13_000), 70_000);
+        assert_eq!(g.counter_mj(20_099), 0);
+        assert_eq!(g.counter_mj(25_000), 350_000);
+    }
+
+    #[test]
+    fn average_power_lags_instant_power() {
+        let g = steady();
+        assert_eq!(g.power_w(10.5), 70.0);
+        assert!(close(
+            g.average_1s_power_w(10.5),
+            0.5 * 385.0 + 0.5 * 70.0,
+            1e-9
+        ));
+        assert!(close(g.average_1s_power_w(5.0), 385.0, 1e-9));
+        assert!(close(g.gpu_util_1s_pct(10.25), 0.75 * 50.0, 1e-9));
+    }
+
+    #[test]
+    fn process_counts_only_inside_its_window() {
+        let g = gpu(r#""processes": [{"pid": 1, "start_s": 2.0, "end_s": 5.0}],
+               "phases": [{"start_s": 0.0, "end_s": 10.0, "procs": [{"pid": 1, "sm_util": 50.0}]}]"#);
+        assert_eq!(g.util_at(1, 1.9), 0.0);
+        assert_eq!(g.util_at(1, 2.0), 50.0);
+        assert_eq!(g.util_at(1, 5.0), 0.0);
+        let t = g.truth(0.0, 10.0);
+        assert!(close(t.energy_j, 700.0 + 315.0 * 3.0, 1e-9));
+        assert!(close(t.processes[0].active_j, 945.0, 1e-9));
+    }
+
+    #[test]
+    fn util_samples_follow_buckets_and_last_seen() {
+        let g = gpu(r#""processes": [{"pid": 7, "start_s": 0.25}],
+               "phases": [{"start_s": 0.0, "end_s": 100.0, "procs": [
+                  {"pid": 7, "sm_util": 20.0, "burst": {"period_s": 0.4, "duty": 0.25}}]}]"#);
+        let epoch = 1_000_000;
+        let s = g.util_samples(epoch, 1_050, 0, |_| true);
+        // buckets ending at 0.3 .. 1.0 s (the process starts at 0.25 s)
+        assert_eq!(s.len(), 8, "{s:?}");
+        assert_eq!(s[0].timestamp_us, (epoch as u64 + 300) * 1000);
+        assert_eq!(s[0].sm_util, 0, "0.2..0.3 s is off");
+        assert_eq!(s[2].sm_util, 80, "0.4..0.5 s is on");
+        assert_eq!(s[2].mem_util, 40);
+        let later = g.util_samples(epoch, 1_050, s[5].timestamp_us, |_| true);
+        assert_eq!(later, s[6..].to_vec());
+        assert!(g.util_samples(epoch, 1_050, 0, |pid| pid != 7).is_empty());
+        let long = g.util_samples(epoch, 60_000, 0, |_| true);
+        assert_eq!(long.len(), 100, "10 s buffer");
+        assert_eq!(long[99].timestamp_us, (epoch as u64 + 60_000) * 1000);
+    }
+
+    #[test]
+    fn truth_by_unix_time_needs_an_epoch() {
+        let s = Scenario::from_json(r#"{"gpus": []}"#).expect("parses");
+        assert!(s.truth_unix_ms(0, 1).is_err());
+        let s = Scenario::from_json(
+            r#"{"epoch_unix_ms": 1000, "gpus": [{"uuid": "GPU-a", "name": "x", "idle_w": 50,
+               "max_w": 100, "memory_total_bytes": 1}]}"#,
+        )
+        .expect("parses");
+        let t = s.truth_unix_ms(3000, 5000).expect("epoch set");
+        assert_eq!((t.from_s, t.to_s), (2.0, 4.0));
+        assert!(close(t.gpus[0].energy_j, 100.0, 1e-9));
+    }
+}

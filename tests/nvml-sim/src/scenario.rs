@@ -579,3 +579,111 @@ impl Process {
         t >= self.start_s && self.end_s.is_none_or(|e| t < e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_gpu(extra: &str) -> Result<Scenario, SimError> {
+        Scenario::from_json(&format!(
+            r#"{{"gpus": [{{"uuid": "GPU-a", "name": "NVIDIA A100-SXM4-80GB", "idle_w": 50,
+                "max_w": 400, "memory_total_bytes": 80{extra}}}]}}"#
+        ))
+    }
+
+    fn invalid_key(r: Result<Scenario, SimError>) -> String {
+        match r {
+            Err(SimError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let s = with_gpu("").expect("minimal scenario parses");
+        assert_eq!(s.driver_version, "550.54.15");
+        assert_eq!(s.cuda_driver_version, 12040);
+        assert!(s.check_alive);
+        assert_eq!(s.epoch_unix_ms(), None);
+        let g = &s.gpus[0];
+        assert!(g.energy_counter && g.process_utilization);
+        assert_eq!(g.power_reading, PowerReading::Average1s);
+        assert_eq!(g.architecture(), Architecture::Ampere);
+        assert_eq!(g.power_limit_w(), 400.0);
+    }
+
+    #[test]
+    fn architecture_is_inferred_from_the_name() {
+        assert_eq!(
+            Architecture::from_name("NVIDIA H100 80GB HBM3"),
+            Architecture::Hopper
+        );
+        assert_eq!(
+            Architecture::from_name("Tesla V100-SXM2-16GB"),
+            Architecture::Volta
+        );
+        assert_eq!(Architecture::from_name("NVIDIA L4"), Architecture::Ada);
+        assert_eq!(Architecture::from_name("Tesla T4"), Architecture::Turing);
+        assert_eq!(
+            Architecture::from_name("Mystery GPU"),
+            Architecture::Unknown
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(
+            invalid_key(with_gpu(
+                r#", "phases": [{"start_s": 0, "end_s": 1, "procs": [{"pid": 9, "sm_util": 5}]}]"#
+            )),
+            "gpus[0].phases[0].procs[0].pid"
+        );
+        assert_eq!(
+            invalid_key(with_gpu(
+                r#", "phases": [{"start_s": 0, "end_s": 2}, {"start_s": 1, "end_s": 3}]"#
+            )),
+            "gpus[0].phases[1].start_s"
+        );
+        assert_eq!(
+            invalid_key(with_gpu(r#", "power_trace": "p.csv""#)),
+            "gpus[0].power_trace"
+        );
+        assert_eq!(
+            invalid_key(with_gpu(r#", "counter_resets_s": [5, 4]"#)),
+            "gpus[0].counter_resets_s[1]"
+        );
+        assert_eq!(
+            invalid_key(with_gpu(r#", "processes": [{"pid": 1, "mig_gi": 1}]"#)),
+            "gpus[0].processes[0].mig_gi"
+        );
+        let msg = with_gpu(
+            r#", "phases": [{"start_s": 0, "end_s": 1, "procs": [{"pid": 9, "sm_util": 5}]}]"#,
+        )
+        .expect_err("undeclared pid")
+        .to_string();
+        assert!(msg.contains("'9'") && msg.contains("processes"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        assert!(matches!(
+            with_gpu(r#", "idel_w": 3"#),
+            Err(SimError::Parse { .. })
+        ));
+        let e = Scenario::load(Path::new("/nonexistent/scenario.json")).expect_err("missing file");
+        assert!(e.to_string().contains("FAKE_NVML_SCENARIO"), "{e}");
+    }
+
+    #[test]
+    fn mig_memory_defaults_follow_profiles() {
+        let s = with_gpu(
+            r#", "mig": {"instances": [{"gi_id": 1, "slices": 3, "uuid": "MIG-a"},
+                                                   {"gi_id": 2, "slices": 4, "uuid": "MIG-b"}]},
+                            "processes": [{"pid": 1, "mig_gi": 2}]"#,
+        )
+        .expect("MIG scenario parses");
+        let m = &s.gpus[0].mig.as_ref().expect("mig present").instances;
+        assert_eq!(m[0].memory_bytes(80), 40);
+        assert_eq!(m[1].memory_bytes(80), 40);
+    }
+}

@@ -1,6 +1,6 @@
 //! The HTTP surface: [`AppState`] and [`app`], the router (`POST /api/v2/write`,
-//! `GET /healthz`, `GET /metrics`), with one middleware that counts every answer by
-//! status and logs each error once.
+//! `GET /api/v1/report`, `GET /healthz`, `GET /metrics`), with one middleware that counts
+//! every answer by status and logs each error once.
 
 use std::sync::Arc;
 
@@ -11,9 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::http::HeaderMap;
+
 use crate::config::{AuthMode, Config};
+use crate::ingest::auth::AuthError;
 use crate::ingest::{self, auth::Authenticator, ErrorMessage};
 use crate::metrics::Metrics;
+use crate::report::Format;
+use crate::reporting::{self, FactorsChoice, ReportRequest, ReportingError};
 use crate::store::Store;
 
 /// What every handler shares.
@@ -47,6 +55,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/v2/write", post(ingest::write))
+        .route("/api/v1/report", get(report))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -93,4 +102,103 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// An error answer of `GET /api/v1/report`: `{"code","message"}` like the write API's.
+fn report_error(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not found",
+        _ => "internal error",
+    };
+    let body = serde_json::json!({ "code": code, "message": message });
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.extensions_mut().insert(ErrorMessage(message));
+    resp
+}
+
+/// The request of `GET /api/v1/report`'s query string: `from`, `to` (RFC 3339 UTC or Unix
+/// seconds; default: the stored data's edges), `group`, `format` (json default, csv,
+/// md/markdown, html) and `min_count`.
+fn report_query(q: &HashMap<String, String>) -> Result<(ReportRequest, Format), ReportingError> {
+    let time = |key: &'static str, name: &str| {
+        q.get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| reporting::parse_time(v, key))
+            .transpose()
+    };
+    let req = ReportRequest {
+        from_ns: time("from", "from")?,
+        to_ns: time("to", "to")?,
+        group: reporting::parse_group(q.get("group").map(String::as_str).unwrap_or(""))?,
+        min_count: match q.get("min_count").filter(|v| !v.is_empty()) {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| ReportingError::BadMinCount(v.clone()))?,
+        },
+    };
+    let format = match q.get("format").filter(|v| !v.is_empty()) {
+        None => Format::Json,
+        Some(f) => f.parse::<Format>()?,
+    };
+    Ok((req, format))
+}
+
+/// `GET /api/v1/report`: the report the CLI's `report` prints for the same period, group
+/// and format (same bytes). Needs a token when [`Config::report_needs_token`].
+async fn report(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (req, format) = match report_query(&query) {
+        Ok(r) => r,
+        Err(e) => return report_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let s = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if s.config.report_needs_token() {
+            s.auth
+                .authenticate(authorization.as_deref(), &s.store)
+                .map_err(|e| match e {
+                    AuthError::Missing | AuthError::Unknown => {
+                        (StatusCode::UNAUTHORIZED, e.to_string())
+                    }
+                    e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                })?;
+        }
+        let factors = match &s.config.factors {
+            Some(f) => FactorsChoice::from_config(f.clone(), &s.config.base_dir),
+            None => FactorsChoice::builtin(),
+        };
+        reporting::render_report(&s.store, &req, &factors, format).map_err(|e| {
+            let status = match &e {
+                ReportingError::NoData => StatusCode::NOT_FOUND,
+                ReportingError::Store(_)
+                | ReportingError::Factors(_)
+                | ReportingError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, e.to_string())
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(body)) => (
+            [(header::CONTENT_TYPE, reporting::content_type(format))],
+            body,
+        )
+            .into_response(),
+        Ok(Err((status, msg))) => report_error(status, msg),
+        Err(e) => report_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("report task failed: {e}"),
+        ),
+    }
 }

@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use inferwatt_ship::ShipConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::factors_file::FactorsFile;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,8 @@ pub enum ConfigError {
     },
     #[error("config file '{path}' is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config section [forward]: {0}")]
+    Forward(String),
     #[error("config key '{key}' is '{value}': {fix}")]
     Invalid {
         key: &'static str,
@@ -68,6 +73,34 @@ pub struct Config {
     /// Tokens listed in the config, in addition to those in the database's `tokens` table.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Who may read `GET /api/v1/report`: `none` (anyone who can reach the server) or
+    /// `token` (any valid write token). Unset: `none` when `listen` is loopback, else
+    /// `token`. Reports are read-only aggregates, but they reveal usage per model and site.
+    #[serde(default)]
+    pub report_auth: Option<ReportAuth>,
+    /// `[factors]`: the factors reports use (same keys as a `--factors` file); unset, the
+    /// agents' reported PUE/WUE and the built-in tables apply. `report --factors FILE`
+    /// overrides it.
+    #[serde(default)]
+    pub factors: Option<FactorsFile>,
+    /// `[forward]`: forward every accepted point to another InfluxDB v2 write API
+    /// (InfluxDB, VictoriaMetrics) through a durable spool, after the write commits here.
+    #[serde(default)]
+    pub forward: Option<ShipConfig>,
+    /// Directory of the config file (relative paths in `[factors]` start there); set by
+    /// [`Config::load`], empty otherwise.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Who may read reports over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportAuth {
+    /// No token needed.
+    None,
+    /// Any valid write token (`Authorization: Token …`).
+    Token,
 }
 
 /// `[tls]`: PEM files for rustls.
@@ -120,6 +153,10 @@ impl Default for Config {
             retention_interval_s: default_retention_interval_s(),
             tls: None,
             tokens: Vec::new(),
+            report_auth: None,
+            factors: None,
+            forward: None,
+            base_dir: PathBuf::new(),
         }
     }
 }
@@ -150,6 +187,22 @@ retention_interval_s = 3600
 # sha256 = "<hex SHA-256 of the token>"
 # site = "fra1"
 # host = "*"
+
+# Who may read GET /api/v1/report: "none" or "token" (any valid token).
+# Unset: "none" when 'listen' is loopback, else "token".
+# report_auth = "token"
+
+# Factors for reports (the keys of a --factors file); unset: the agents' site points
+# and built-in tables.
+# [factors]
+# [factors.sites.fra1]
+# pue = 1.2
+# intensity_g_per_kwh = 350.0
+
+# Forward every accepted point to InfluxDB v2 / VictoriaMetrics (durable spool).
+# [forward]
+# url = "http://victoria.example:8428"
+# spool_dir = "/var/lib/inferwatt-collector/forward"
 "#;
 
 impl Config {
@@ -169,7 +222,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text, path)
+        let mut config = Config::from_toml(&text, path)?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(config)
+    }
+
+    /// Whether `GET /api/v1/report` needs a token (see [`Config::report_auth`]).
+    pub fn report_needs_token(&self) -> bool {
+        match self.report_auth {
+            Some(ReportAuth::Token) => true,
+            Some(ReportAuth::None) => false,
+            None => !self.listen.ip().is_loopback(),
+        }
     }
 
     /// Checks values that parse but cannot work.
@@ -195,6 +259,10 @@ impl Config {
                 value: "0".into(),
                 fix: "use a positive number of seconds (default 3600)",
             });
+        }
+        if let Some(f) = &self.forward {
+            f.validate()
+                .map_err(|e| ConfigError::Forward(e.to_string()))?;
         }
         for t in &self.tokens {
             let ok = t.sha256.len() == 64
@@ -247,6 +315,31 @@ mod tests {
         .expect_err("refused");
         assert!(err.to_string().contains("'auth'"), "{err}");
         Config::from_toml("auth = \"none\"", Path::new("c.toml")).expect("loopback is fine");
+    }
+
+    #[test]
+    fn factors_forward_and_report_auth_sections_parse() {
+        let c = Config::from_toml(
+            "report_auth = \"token\"\n[factors.sites.fra1]\npue = 1.2\n[forward]\nurl = \"http://v:8428\"\nspool_dir = \"/tmp/f\"",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        assert!(c.report_needs_token());
+        let f = c.factors.expect("factors");
+        assert_eq!(f.sites.get("fra1").and_then(|s| s.pue), Some(1.2));
+        assert_eq!(c.forward.expect("forward").url, "http://v:8428");
+        let err = Config::from_toml(
+            "[forward]\nurl = \"v:8428\"\nspool_dir = \"/tmp/f\"",
+            Path::new("c.toml"),
+        )
+        .expect_err("bad url");
+        assert!(err.to_string().contains("'ship.url'"), "{err}");
+        let err =
+            Config::from_toml("[factors]\npuee = 1", Path::new("c.toml")).expect_err("unknown");
+        assert!(err.to_string().contains("puee"), "{err}");
+        assert!(!Config::default().report_needs_token());
+        let open = Config::from_toml("listen = \"0.0.0.0:8086\"", Path::new("c.toml")).expect("ok");
+        assert!(open.report_needs_token());
     }
 
     #[test]

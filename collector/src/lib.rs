@@ -13,6 +13,7 @@ pub mod indicators;
 pub mod ingest;
 pub mod metrics;
 pub mod report;
+pub mod reporting;
 pub mod server;
 pub mod store;
 

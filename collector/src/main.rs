@@ -1,12 +1,21 @@
 //! `inferwatt-collector`: parses the command line, sets up logging, loads the config and
-//! runs `serve`, `token create` or `import`. All logic lives in the library.
+//! runs `serve`, `token create`, `import`, `report` or `export`. All logic lives in the
+//! library.
+//!
+//! Exit codes: 0 success; 1 the command failed (the message on stderr names the value
+//! and the fix: unreadable database or factors file, unknown grid zone, no data, bad
+//! input file); 2 the command line is wrong (unknown option, bad `--from`/`--to`/
+//! `--group`/`--format` value).
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use inferwatt_collector::config::Config;
 use inferwatt_collector::ingest::{auth, import, parse_precision};
+use inferwatt_collector::report::Format;
+use inferwatt_collector::reporting::{self, ExportFormat, FactorsChoice, ReportRequest};
 use inferwatt_collector::store::{retention, Store};
 use inferwatt_collector::{now_ns, server};
 
@@ -34,7 +43,31 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Compute a report of a period: energy, emissions, water and intensities per model,
+    /// site and country, with every factor and a digest of the input data.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report {
+        #[command(flatten)]
+        args: ReportArgs,
+        /// Output format: json, csv, md (markdown) or html.
+        #[arg(long, default_value = "json", value_parser = parse_format)]
+        format: Format,
+    },
+    /// Export a period in formats other tools read: a Hugging Face model card block,
+    /// a CodeCarbon emissions.csv, or an Impact Framework manifest.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export {
+        #[command(flatten)]
+        args: ReportArgs,
+        /// Output format: hf-card (needs --model), codecarbon or impact-framework.
+        #[arg(long, value_parser = parse_export)]
+        format: ExportFormat,
+        /// The model of a model card (as the agents name it).
+        #[arg(long, required_if_eq("format", "hf-card"))]
+        model: Option<String>,
+    },
     /// Import a line-protocol file (plain or gzip) into the database, all or nothing.
+    #[command(after_help = IMPORT_EXAMPLES)]
     Import {
         /// The file.
         file: PathBuf,
@@ -49,6 +82,81 @@ enum Command {
         config: Option<PathBuf>,
     },
 }
+
+/// Period, grouping and factors shared by `report` and `export`.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Start of the period (exclusive), RFC 3339 UTC like 2026-11-28T00:00:00Z or Unix
+    /// seconds; default: the first stored hour.
+    #[arg(long, value_parser = parse_from)]
+    from: Option<i64>,
+    /// End of the period (inclusive), same forms; default: the end of the last stored hour.
+    #[arg(long, value_parser = parse_to)]
+    to: Option<i64>,
+    /// Breakdowns: comma-separated model, site, country (default: all).
+    #[arg(long, default_value = "", value_parser = parse_group_arg)]
+    group: GroupArg,
+    /// Factors file (TOML, see docs): overrides the config's [factors]; with neither,
+    /// the agents' reported PUE/WUE and built-in grid intensities by zone or country.
+    #[arg(long)]
+    factors: Option<PathBuf>,
+    /// Merge usage-by-country rows with fewer requests than this into one 'other' row.
+    #[arg(long, default_value_t = 0)]
+    min_count: u64,
+    /// Write the output to FILE instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Database file (default: the config's `db_path`).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Config file (TOML).
+    #[arg(long, env = "INFERWATT_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+struct GroupArg(Vec<inferwatt_collector::indicators::GroupBy>);
+
+fn parse_from(s: &str) -> Result<i64, String> {
+    reporting::parse_time(s, "--from").map_err(|e| e.to_string())
+}
+fn parse_to(s: &str) -> Result<i64, String> {
+    reporting::parse_time(s, "--to").map_err(|e| e.to_string())
+}
+fn parse_group_arg(s: &str) -> Result<GroupArg, String> {
+    reporting::parse_group(s)
+        .map(GroupArg)
+        .map_err(|e| e.to_string())
+}
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse::<Format>().map_err(|e| e.to_string())
+}
+fn parse_export(s: &str) -> Result<ExportFormat, String> {
+    s.parse::<ExportFormat>()
+}
+
+const REPORT_EXAMPLES: &str = "Examples:
+  inferwatt-collector report --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --format md
+  inferwatt-collector report --group model,country --format csv --out nov.csv
+  inferwatt-collector report --from 1795824000 --to 1796428800 --factors audit.toml --format json
+  inferwatt-collector report --db /var/lib/inferwatt/inferwatt.db --format html --out report.html
+
+Exit codes: 0 success, 1 failure (message on stderr), 2 bad command line.";
+
+const EXPORT_EXAMPLES: &str = "Examples:
+  inferwatt-collector export --model meta-llama/Llama-3.1-8B --format hf-card
+  inferwatt-collector export --format codecarbon --out emissions.csv
+  inferwatt-collector export --format impact-framework --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z
+
+Exit codes: 0 success, 1 failure (message on stderr), 2 bad command line.";
+
+const IMPORT_EXAMPLES: &str = "Examples:
+  inferwatt-collector import batch.lp.gz
+  inferwatt-collector import --precision s old.lp --db /var/lib/inferwatt/inferwatt.db
+  inferwatt-collector import emissions.csv --format codecarbon --site lab --host ws1
+  inferwatt-collector import power.csv --format nvidia-smi --site lab --host ws1
+
+Exit codes: 0 success, 1 nothing imported (message names the line and column), 2 bad command line.";
 
 #[derive(Subcommand)]
 enum TokenCommand {
@@ -74,6 +182,49 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<Config> {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
     })
+}
+
+/// The factors a report uses: `--factors`, else the config's `[factors]`, else built-in.
+fn factors_choice(factors: Option<&Path>, config: &Config) -> anyhow::Result<FactorsChoice> {
+    Ok(match (factors, &config.factors) {
+        (Some(path), _) => FactorsChoice::load(path)?,
+        (None, Some(f)) => FactorsChoice::from_config(f.clone(), &config.base_dir),
+        (None, None) => FactorsChoice::builtin(),
+    })
+}
+
+/// Builds the report of `args` from the database.
+fn report_of(args: &ReportArgs) -> anyhow::Result<inferwatt_collector::indicators::Report> {
+    let config = load(args.config.clone())?;
+    let db = args.db.clone().unwrap_or_else(|| config.db_path.clone());
+    anyhow::ensure!(
+        db.exists(),
+        "database '{}' does not exist; give --db PATH or set 'db_path' in the config",
+        db.display()
+    );
+    let store = Store::open(&db)?;
+    let factors = factors_choice(args.factors.as_deref(), &config)?;
+    let req = ReportRequest {
+        from_ns: args.from,
+        to_ns: args.to,
+        group: args.group.0.clone(),
+        min_count: args.min_count,
+    };
+    Ok(reporting::build_report(&store, &req, &factors)?)
+}
+
+/// Writes `text` to `out`, or stdout.
+fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write '{}'; check --out", path.display()))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +269,20 @@ fn main() -> anyhow::Result<()> {
                 db.display()
             );
             println!("{token}");
+        }
+        Command::Report { args, format } => {
+            let report = report_of(&args)?;
+            let text = inferwatt_collector::report::render(&report, format)?;
+            emit(args.out.as_deref(), &text)?;
+        }
+        Command::Export {
+            args,
+            format,
+            model,
+        } => {
+            let report = report_of(&args)?;
+            let text = reporting::render_export(&report, format, model.as_deref().unwrap_or(""))?;
+            emit(args.out.as_deref(), &text)?;
         }
         Command::Import {
             file,

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use super::{Store, StoreError, LEVELS};
+use super::rollup::bucket_of;
+use super::{Store, StoreError, HOUR_NS, LEVELS};
 
 /// A piece of a period: `(lo, hi]` read from raw rows, or whole buckets `[lo, hi)` of a level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,10 +375,342 @@ impl Store {
     }
 }
 
+/// `model_energy` sums of one (site, host, gpu_uuid, model, server) during one hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyModelEnergyRow {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    pub model: String,
+    pub server: String,
+    /// Start `b` of the hour bucket, which holds interval ends in `(b, b + 1 h]`.
+    pub hour_start_ns: i64,
+    pub active_j: f64,
+    pub idle_j: f64,
+    pub host_j: f64,
+    pub interval_s: f64,
+    pub points: i64,
+}
+
+/// `gpu` sums of one GPU during one hour, all `source`s together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyGpuRow {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    pub gpu_name: String,
+    pub hour_start_ns: i64,
+    pub energy_j: f64,
+    pub interval_s: f64,
+    pub points: i64,
+}
+
+/// `model_usage` sums of one (site, host, model, server) during one hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyUsageRow {
+    pub site: String,
+    pub host: String,
+    pub model: String,
+    pub server: String,
+    pub hour_start_ns: i64,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub interval_s: f64,
+    pub points: i64,
+}
+
+/// One raw `gpu` point with `source = "gap"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapPointRow {
+    pub site: String,
+    pub host: String,
+    pub gpu_uuid: String,
+    /// Interval end.
+    pub ts: i64,
+    pub interval_s: f64,
+    pub energy_j: f64,
+}
+
+/// Sums per (series id, hour start).
+type HourSums<const N: usize> = HashMap<(i64, i64), ([f64; N], i64)>;
+
+/// Sums per (series, hour) over `(from, to]`: whole hours from the hourly rollups, the
+/// partial hours at both edges from raw rows, bucketed with [`bucket_of`] (so an edge
+/// hour's row holds only the part of the hour inside the period). `raw` is a
+/// `SELECT series_id, ts, v1, …, 1 … WHERE ts > ?1 AND ts <= ?2` query; `rollup` a
+/// `SELECT series_id, bucket, v1, …, points … WHERE level = 3600 AND bucket >= ?1 AND
+/// bucket < ?2` query.
+fn sum_hours<const N: usize>(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    raw: &str,
+    rollup: &str,
+) -> Result<HourSums<N>, StoreError> {
+    let mut acc: HourSums<N> = HashMap::new();
+    if from >= to {
+        return Ok(acc);
+    }
+    // First hour boundary at or after `from`, last at or before `to`.
+    let a = from.div_euclid(HOUR_NS) * HOUR_NS
+        + if from.rem_euclid(HOUR_NS) == 0 {
+            0
+        } else {
+            HOUR_NS
+        };
+    let b = to.div_euclid(HOUR_NS) * HOUR_NS;
+    let mut pieces: Vec<(bool, i64, i64)> = Vec::new();
+    if a < b {
+        pieces.push((false, from, a));
+        pieces.push((true, a, b));
+        pieces.push((false, b, to));
+    } else {
+        pieces.push((false, from, to));
+    }
+    for (is_rollup, lo, hi) in pieces {
+        if lo >= hi {
+            continue;
+        }
+        let mut stmt = conn.prepare_cached(if is_rollup { rollup } else { raw })?;
+        let mut rows = stmt.query(params![lo, hi])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let t: i64 = r.get(1)?;
+            let hour = if is_rollup { t } else { bucket_of(t, HOUR_NS) };
+            let e = acc.entry((id, hour)).or_insert(([0.0; N], 0));
+            for (i, v) in e.0.iter_mut().enumerate() {
+                *v += r.get::<_, f64>(2 + i)?;
+            }
+            e.1 += r.get::<_, i64>(2 + N)?;
+        }
+    }
+    Ok(acc)
+}
+
+/// Tag columns of series, read once per id.
+struct TagCache<'c> {
+    conn: &'c Connection,
+    tags: HashMap<i64, [String; 8]>,
+}
+
+impl<'c> TagCache<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        TagCache {
+            conn,
+            tags: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: i64) -> Result<&[String; 8], StoreError> {
+        if !self.tags.contains_key(&id) {
+            let t = series_tags(self.conn, id)?;
+            self.tags.insert(id, t);
+        }
+        self.tags.get(&id).ok_or(StoreError::Poisoned)
+    }
+}
+
+impl Store {
+    /// `model_energy` sums per (site, host, gpu_uuid, model, server, hour) over
+    /// `(from_ns, to_ns]`, sorted by those keys. Whole hours come from the hourly
+    /// rollups, the partial edge hours from raw rows (their `hour_start_ns` is still the
+    /// hour's start).
+    pub fn hourly_model_energy(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<HourlyModelEnergyRow>, StoreError> {
+        let conn = self.lock()?;
+        let acc = sum_hours::<4>(
+            &conn,
+            from_ns,
+            to_ns,
+            "SELECT series_id, ts, active_j, idle_j, host_j, interval_s, 1
+             FROM model_energy_raw WHERE ts > ?1 AND ts <= ?2",
+            "SELECT series_id, bucket, active_j, idle_j, host_j, interval_s, points
+             FROM model_energy_rollup WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
+        )?;
+        let mut cache = TagCache::new(&conn);
+        let mut out = Vec::with_capacity(acc.len());
+        for ((id, hour), ([active_j, idle_j, host_j, interval_s], points)) in acc {
+            let [site, host, gpu_uuid, _, model, server, ..] = cache.get(id)?;
+            out.push(HourlyModelEnergyRow {
+                site: site.clone(),
+                host: host.clone(),
+                gpu_uuid: gpu_uuid.clone(),
+                model: model.clone(),
+                server: server.clone(),
+                hour_start_ns: hour,
+                active_j,
+                idle_j,
+                host_j,
+                interval_s,
+                points,
+            });
+        }
+        out.sort_by(|a, b| {
+            (
+                &a.site,
+                &a.host,
+                &a.gpu_uuid,
+                &a.model,
+                &a.server,
+                a.hour_start_ns,
+            )
+                .cmp(&(
+                    &b.site,
+                    &b.host,
+                    &b.gpu_uuid,
+                    &b.model,
+                    &b.server,
+                    b.hour_start_ns,
+                ))
+        });
+        Ok(out)
+    }
+
+    /// `gpu` sums per (site, host, gpu_uuid, hour) over `(from_ns, to_ns]`, every
+    /// `source` together, sorted. Two series of one GPU (e.g. another `gpu_name` or
+    /// `gpu_index` tag) fold into one row, keeping the first name in series order.
+    pub fn hourly_gpu_energy(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<HourlyGpuRow>, StoreError> {
+        let conn = self.lock()?;
+        let acc = sum_hours::<2>(
+            &conn,
+            from_ns,
+            to_ns,
+            "SELECT series_id, ts, energy_j, interval_s, 1 FROM gpu_raw WHERE ts > ?1 AND ts <= ?2",
+            "SELECT series_id, bucket, energy_j, interval_s, points FROM gpu_rollup
+             WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
+        )?;
+        let mut ids: Vec<_> = acc.into_iter().collect();
+        ids.sort_by_key(|(k, _)| *k);
+        let mut cache = TagCache::new(&conn);
+        let mut folded: HashMap<(String, String, String, i64), HourlyGpuRow> = HashMap::new();
+        for ((id, hour), ([energy_j, interval_s], points)) in ids {
+            let [site, host, gpu_uuid, gpu_name, ..] = cache.get(id)?;
+            let e = folded
+                .entry((site.clone(), host.clone(), gpu_uuid.clone(), hour))
+                .or_insert_with(|| HourlyGpuRow {
+                    site: site.clone(),
+                    host: host.clone(),
+                    gpu_uuid: gpu_uuid.clone(),
+                    gpu_name: gpu_name.clone(),
+                    hour_start_ns: hour,
+                    energy_j: 0.0,
+                    interval_s: 0.0,
+                    points: 0,
+                });
+            e.energy_j += energy_j;
+            e.interval_s += interval_s;
+            e.points += points;
+        }
+        let mut out: Vec<HourlyGpuRow> = folded.into_values().collect();
+        out.sort_by(|a, b| {
+            (&a.site, &a.host, &a.gpu_uuid, a.hour_start_ns).cmp(&(
+                &b.site,
+                &b.host,
+                &b.gpu_uuid,
+                b.hour_start_ns,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// `model_usage` sums per (site, host, model, server, hour) over `(from_ns, to_ns]`,
+    /// sorted.
+    pub fn hourly_model_usage(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<HourlyUsageRow>, StoreError> {
+        let conn = self.lock()?;
+        let acc = sum_hours::<4>(
+            &conn,
+            from_ns,
+            to_ns,
+            "SELECT series_id, ts, requests, input_tokens, output_tokens, interval_s, 1
+             FROM model_usage_raw WHERE ts > ?1 AND ts <= ?2",
+            "SELECT series_id, bucket, requests, input_tokens, output_tokens, interval_s, points
+             FROM model_usage_rollup WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
+        )?;
+        let mut cache = TagCache::new(&conn);
+        let mut out = Vec::with_capacity(acc.len());
+        for ((id, hour), ([requests, input_tokens, output_tokens, interval_s], points)) in acc {
+            let [site, host, _, _, model, server, ..] = cache.get(id)?;
+            out.push(HourlyUsageRow {
+                site: site.clone(),
+                host: host.clone(),
+                model: model.clone(),
+                server: server.clone(),
+                hour_start_ns: hour,
+                requests: requests as i64,
+                input_tokens: input_tokens as i64,
+                output_tokens: output_tokens as i64,
+                interval_s,
+                points,
+            });
+        }
+        out.sort_by(|a, b| {
+            (&a.site, &a.host, &a.model, &a.server, a.hour_start_ns).cmp(&(
+                &b.site,
+                &b.host,
+                &b.model,
+                &b.server,
+                b.hour_start_ns,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Raw `gpu` points with `source = "gap"` in `(from_ns, to_ns]`, by time. Only raw
+    /// rows are read: gaps older than the raw retention are no longer listed one by one
+    /// (their energy still counts in the rollups).
+    pub fn gap_points(&self, from_ns: i64, to_ns: i64) -> Result<Vec<GapPointRow>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.site, s.host, s.gpu_uuid, g.ts, g.interval_s, g.energy_j
+             FROM gpu_raw g JOIN series s ON s.id = g.series_id
+             WHERE g.ts > ?1 AND g.ts <= ?2 AND g.source = 'gap'
+             ORDER BY g.ts, s.site, s.host, s.gpu_uuid",
+        )?;
+        let rows = stmt.query_map(params![from_ns, to_ns], |r| {
+            Ok(GapPointRow {
+                site: r.get(0)?,
+                host: r.get(1)?,
+                gpu_uuid: r.get(2)?,
+                ts: r.get(3)?,
+                interval_s: r.get(4)?,
+                energy_j: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Σ of the integer field `folded_points` (what the agent's spool adds to a point
+    /// folded from several, see `inferwatt_ship::fold`) over stored points in
+    /// `(from_ns, to_ns]`. Read from the raw points, so folds older than the raw
+    /// retention no longer count.
+    pub fn sum_folded_points(&self, from_ns: i64, to_ns: i64) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: Option<i64> = conn.query_row(
+            "SELECT SUM(json_extract(fields, '$.folded_points')) FROM points
+             WHERE ts > ?1 AND ts <= ?2 AND instr(fields, '\"folded_points\"') > 0",
+            params![from_ns, to_ns],
+            |r| r.get(0),
+        )?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DAY_NS, HOUR_NS};
+    use crate::store::DAY_NS;
 
     #[test]
     fn segments_use_days_then_hours_then_raw() {

@@ -1,0 +1,696 @@
+//! From the store to a report: [`report_input`] reads a period's hourly rows out of the
+//! store into an [`indicators::ReportInput`]; [`build_report`] resolves the factors and
+//! computes it; [`render_report`] renders it. The CLI (`report`, `export`) and the API
+//! (`GET /api/v1/report`) both go through these functions, so they give the same bytes.
+//!
+//! Rows are per hour so an hourly grid-intensity series can apply:
+//! - energy: per (site, host, gpu_uuid, gpu_name, model, server, hour), whole hours from
+//!   the hourly rollups and the partial edge hours from raw rows (`(b, b + 1 h]`
+//!   convention). `gpu_name` comes from the GPU's `gpu` series (`unknown` without one).
+//! - `gpu_seconds` of a row = the GPU's Σ `interval_s` in the hour (from its `gpu` points;
+//!   without any, the longest Σ `interval_s` among its model rows) × the row's share of
+//!   the GPU's energy in the hour, where the GPU's energy is the Σ of its model rows' GPU
+//!   energy (active + idle) — equal to the `gpu` points' energy by the agent's
+//!   conservation, and it keeps the shares summing to exactly 1. A GPU-hour whose model
+//!   rows have no energy splits the time equally among them.
+//! - A GPU-hour with `gpu` energy but no model row at all (e.g. an imported nvidia-smi
+//!   log) becomes one `_unattributed` row holding that energy as active energy.
+//! - usage: per (site, model, server, hour), summed over hosts.
+//! - sources: GPU energy and seconds per (site, measurement path).
+//! - sites: the latest `site` point at or before the period end of every site the period
+//!   has rows for; a missing PUE or WUE is NaN, which the factors resolution treats as
+//!   "not reported" (it then uses the factors file or a cited reference).
+//! - gaps: the raw `gpu` points with `source = "gap"`: `[ts − interval_s, ts]`.
+//! - folded_points: Σ of the `folded_points` field the agent's spool adds to folded points.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use inferwatt_core::schema::MODEL_UNATTRIBUTED;
+use sha2::{Digest, Sha256};
+
+use crate::factors_file::{FactorsFile, FactorsFileError};
+use crate::indicators::{
+    self, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, Period, Report, ReportInput,
+    SiteRow, UsageRow,
+};
+use crate::report::{self, Format, ReportError};
+use crate::store::rollup::bucket_of;
+use crate::store::{Store, StoreError, HOUR_NS};
+
+/// Why a report cannot be produced. Each message names the value and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Factors(#[from] FactorsFileError),
+    #[error(transparent)]
+    Render(#[from] ReportError),
+    #[error("{key} '{value}' is not a time; give RFC 3339 UTC like '2026-11-28T00:00:00Z' or Unix seconds like '1795824000'")]
+    BadTime { key: &'static str, value: String },
+    #[error("group '{0}' is not known; use a comma-separated list of: model, site, country")]
+    BadGroup(String),
+    #[error("the period from '{from}' to '{to}' is empty; 'to' must be after 'from'")]
+    EmptyPeriod { from: String, to: String },
+    #[error("min_count '{0}' is not a whole number of requests; give e.g. 10 (0: no suppression)")]
+    BadMinCount(String),
+    #[error("the database holds no points, so there is no default period; ingest data first or give both 'from' and 'to'")]
+    NoData,
+    #[error("model '{model}' has no energy or usage in the period; models present: {present}")]
+    UnknownModel { model: String, present: String },
+}
+
+/// (site, host, gpu_uuid, hour start).
+type GpuHour<'a> = (&'a str, &'a str, &'a str, i64);
+
+/// A canonical version tag for the digest's serialisation (bump it when that changes).
+const DIGEST_VERSION: &str = "inferwatt.report-input/v1";
+
+/// Reads everything a report of `period` needs from the store (see the module doc).
+///
+/// `input_digest` is the SHA-256 (hex) of a canonical serialisation of the returned rows:
+/// a version line, the period, then every energy, usage, source, site and gap row and the
+/// folded-point count, each row one JSON array on its own line, rows sorted by their keys.
+/// Floats are written in their shortest round-trip form. Factors are not part of it: the
+/// same stored data over the same period gives the same digest whatever factors a report
+/// is computed with, so an auditor recomputing with other factors can show they started
+/// from the same measurements.
+pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, ReportingError> {
+    let (from, to) = (period.from_ns, period.to_ns);
+    let models = store.hourly_model_energy(from, to)?;
+    let gpus = store.hourly_gpu_energy(from, to)?;
+
+    // GPU name per (site, host, uuid) from any hour; GPU time per GPU-hour.
+    let mut gpu_name: HashMap<(&str, &str, &str), &str> = HashMap::new();
+    let mut gpu_hour: HashMap<GpuHour, (f64, f64)> = HashMap::new();
+    for g in &gpus {
+        gpu_name
+            .entry((&g.site, &g.host, &g.gpu_uuid))
+            .or_insert(&g.gpu_name);
+        gpu_hour.insert(
+            (&g.site, &g.host, &g.gpu_uuid, g.hour_start_ns),
+            (g.interval_s, g.energy_j),
+        );
+    }
+    // Per GPU-hour: Σ model GPU energy, max model interval, row count.
+    let mut per_gpu_hour: HashMap<GpuHour, (f64, f64, usize)> = HashMap::new();
+    for m in &models {
+        let e = per_gpu_hour
+            .entry((&m.site, &m.host, &m.gpu_uuid, m.hour_start_ns))
+            .or_insert((0.0, 0.0, 0));
+        e.0 += m.active_j + m.idle_j;
+        e.1 = e.1.max(m.interval_s);
+        e.2 += 1;
+    }
+    let name_of = |site: &str, host: &str, uuid: &str| -> String {
+        gpu_name
+            .get(&(site, host, uuid))
+            .map(|n| (*n).to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+
+    let mut energy: Vec<EnergyRow> = Vec::with_capacity(models.len());
+    for m in &models {
+        let key = (
+            m.site.as_str(),
+            m.host.as_str(),
+            m.gpu_uuid.as_str(),
+            m.hour_start_ns,
+        );
+        let (rows_j, max_interval, n) = per_gpu_hour.get(&key).copied().unwrap_or((0.0, 0.0, 1));
+        let gpu_time = gpu_hour
+            .get(&key)
+            .map(|(s, _)| *s)
+            .filter(|s| *s > 0.0)
+            .unwrap_or(max_interval);
+        let share = if rows_j > 0.0 {
+            (m.active_j + m.idle_j) / rows_j
+        } else {
+            1.0 / n as f64
+        };
+        energy.push(EnergyRow {
+            site: m.site.clone(),
+            host: m.host.clone(),
+            gpu_uuid: m.gpu_uuid.clone(),
+            gpu_name: name_of(&m.site, &m.host, &m.gpu_uuid),
+            model: m.model.clone(),
+            server: m.server.clone(),
+            hour_start_ns: m.hour_start_ns,
+            active_j: m.active_j,
+            idle_j: m.idle_j,
+            host_j: m.host_j,
+            gpu_seconds: gpu_time * share,
+        });
+    }
+    for g in &gpus {
+        let key = (
+            g.site.as_str(),
+            g.host.as_str(),
+            g.gpu_uuid.as_str(),
+            g.hour_start_ns,
+        );
+        if !per_gpu_hour.contains_key(&key) && (g.energy_j != 0.0 || g.interval_s > 0.0) {
+            energy.push(EnergyRow {
+                site: g.site.clone(),
+                host: g.host.clone(),
+                gpu_uuid: g.gpu_uuid.clone(),
+                gpu_name: g.gpu_name.clone(),
+                model: MODEL_UNATTRIBUTED.to_owned(),
+                server: String::new(),
+                hour_start_ns: g.hour_start_ns,
+                active_j: g.energy_j,
+                idle_j: 0.0,
+                host_j: 0.0,
+                gpu_seconds: g.interval_s,
+            });
+        }
+    }
+    energy.sort_by(|a, b| {
+        (
+            &a.site,
+            &a.host,
+            &a.gpu_uuid,
+            &a.model,
+            &a.server,
+            a.hour_start_ns,
+        )
+            .cmp(&(
+                &b.site,
+                &b.host,
+                &b.gpu_uuid,
+                &b.model,
+                &b.server,
+                b.hour_start_ns,
+            ))
+    });
+
+    let mut usage_map: BTreeMap<(String, String, String, i64), [u64; 3]> = BTreeMap::new();
+    for u in store.hourly_model_usage(from, to)? {
+        let e = usage_map
+            .entry((u.site, u.model, u.server, u.hour_start_ns))
+            .or_default();
+        e[0] += u.requests.max(0) as u64;
+        e[1] += u.input_tokens.max(0) as u64;
+        e[2] += u.output_tokens.max(0) as u64;
+    }
+    let usage: Vec<UsageRow> = usage_map
+        .into_iter()
+        .map(|((site, model, server, hour), [r, i, o])| UsageRow {
+            site,
+            model,
+            server,
+            hour_start_ns: hour,
+            requests: r,
+            input_tokens: i,
+            output_tokens: o,
+        })
+        .collect();
+
+    let mut source_map: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
+    for g in store.sum_gpu_energy(from, to)? {
+        let e = source_map.entry((g.site, g.source)).or_default();
+        e.0 += g.energy_j;
+        e.1 += g.interval_s;
+    }
+    let sources: Vec<GpuSourceRow> = source_map
+        .into_iter()
+        .map(|((site, source), (energy_j, seconds))| GpuSourceRow {
+            site,
+            source,
+            energy_j,
+            seconds,
+        })
+        .collect();
+
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    wanted.extend(energy.iter().map(|r| r.site.as_str()));
+    wanted.extend(usage.iter().map(|r| r.site.as_str()));
+    wanted.extend(sources.iter().map(|r| r.site.as_str()));
+    let sites: Vec<SiteRow> = store
+        .latest_sites(to)?
+        .into_iter()
+        .filter(|s| wanted.contains(s.site.as_str()) || s.ts > from)
+        .map(|s| SiteRow {
+            site: s.site,
+            country: s.country,
+            zone: s.zone,
+            pue: s.pue.unwrap_or(f64::NAN),
+            wue_l_per_kwh: s.wue_l_per_kwh.unwrap_or(f64::NAN),
+        })
+        .collect();
+
+    let gaps: Vec<GapRow> = store
+        .gap_points(from, to)?
+        .into_iter()
+        .map(|g| GapRow {
+            from_ns: g.ts - (g.interval_s * 1e9).round() as i64,
+            to_ns: g.ts,
+            site: g.site,
+            host: g.host,
+            gpu_uuid: g.gpu_uuid,
+            energy_j: g.energy_j,
+        })
+        .collect();
+    let folded_points = store.sum_folded_points(from, to)?;
+
+    let mut input = ReportInput {
+        period,
+        energy,
+        usage,
+        sources,
+        sites,
+        gaps,
+        folded_points,
+        input_digest: String::new(),
+    };
+    input.input_digest = input_digest(&input);
+    Ok(input)
+}
+
+/// The canonical digest of `input`'s rows (see [`report_input`]); `input.input_digest`
+/// itself is not part of it.
+pub fn input_digest(input: &ReportInput) -> String {
+    use serde_json::json;
+    let mut h = Sha256::new();
+    let mut line = |v: serde_json::Value| {
+        h.update(v.to_string().as_bytes());
+        h.update(b"\n");
+    };
+    line(json!([DIGEST_VERSION]));
+    line(json!(["period", input.period.from_ns, input.period.to_ns]));
+    let mut energy: Vec<&EnergyRow> = input.energy.iter().collect();
+    energy.sort_by(|a, b| {
+        (
+            &a.site,
+            &a.host,
+            &a.gpu_uuid,
+            &a.gpu_name,
+            &a.model,
+            &a.server,
+            a.hour_start_ns,
+        )
+            .cmp(&(
+                &b.site,
+                &b.host,
+                &b.gpu_uuid,
+                &b.gpu_name,
+                &b.model,
+                &b.server,
+                b.hour_start_ns,
+            ))
+    });
+    for r in energy {
+        line(json!([
+            "energy",
+            r.site,
+            r.host,
+            r.gpu_uuid,
+            r.gpu_name,
+            r.model,
+            r.server,
+            r.hour_start_ns,
+            r.active_j,
+            r.idle_j,
+            r.host_j,
+            r.gpu_seconds
+        ]));
+    }
+    let mut usage: Vec<&UsageRow> = input.usage.iter().collect();
+    usage.sort_by(|a, b| {
+        (&a.site, &a.model, &a.server, a.hour_start_ns).cmp(&(
+            &b.site,
+            &b.model,
+            &b.server,
+            b.hour_start_ns,
+        ))
+    });
+    for r in usage {
+        line(json!([
+            "usage",
+            r.site,
+            r.model,
+            r.server,
+            r.hour_start_ns,
+            r.requests,
+            r.input_tokens,
+            r.output_tokens
+        ]));
+    }
+    let mut sources: Vec<&GpuSourceRow> = input.sources.iter().collect();
+    sources.sort_by(|a, b| (&a.site, &a.source).cmp(&(&b.site, &b.source)));
+    for r in sources {
+        line(json!(["source", r.site, r.source, r.energy_j, r.seconds]));
+    }
+    let mut sites: Vec<&SiteRow> = input.sites.iter().collect();
+    sites.sort_by(|a, b| a.site.cmp(&b.site));
+    for r in sites {
+        // NaN (not reported) serialises as null.
+        line(json!([
+            "site",
+            r.site,
+            r.country,
+            r.zone,
+            r.pue,
+            r.wue_l_per_kwh
+        ]));
+    }
+    let mut gaps: Vec<&GapRow> = input.gaps.iter().collect();
+    gaps.sort_by(|a, b| {
+        (&a.site, &a.host, &a.gpu_uuid, a.from_ns, a.to_ns).cmp(&(
+            &b.site,
+            &b.host,
+            &b.gpu_uuid,
+            b.from_ns,
+            b.to_ns,
+        ))
+    });
+    for r in gaps {
+        line(json!([
+            "gap", r.site, r.host, r.gpu_uuid, r.from_ns, r.to_ns, r.energy_j
+        ]));
+    }
+    line(json!(["folded_points", input.folded_points]));
+    hex::encode(h.finalize())
+}
+
+/// Parses a time given as RFC 3339 UTC (`2026-11-28T00:00:00Z`, optional fraction, `Z` or
+/// `+00:00`) or as Unix seconds (`1795824000`); `key` names the option in errors.
+pub fn parse_time(value: &str, key: &'static str) -> Result<i64, ReportingError> {
+    let bad = || ReportingError::BadTime {
+        key,
+        value: value.to_owned(),
+    };
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .ok_or_else(bad);
+    }
+    let body = v
+        .strip_suffix('Z')
+        .or_else(|| v.strip_suffix('z'))
+        .or_else(|| v.strip_suffix("+00:00"))
+        .ok_or_else(bad)?;
+    let (date, time) = body
+        .split_once('T')
+        .or_else(|| body.split_once('t'))
+        .or_else(|| body.split_once(' '))
+        .ok_or_else(bad)?;
+    let num = |s: &str, len: usize| -> Option<i64> {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (y, mo, da) = match (d.next(), d.next(), d.next(), d.next()) {
+        (Some(y), Some(m), Some(dd), None) => (num(y, 4), num(m, 2), num(dd, 2)),
+        _ => return Err(bad()),
+    };
+    let (y, mo, da) = (y.ok_or_else(bad)?, mo.ok_or_else(bad)?, da.ok_or_else(bad)?);
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (time, None),
+    };
+    let mut t = hms.split(':');
+    let (h, mi, s) = match (t.next(), t.next(), t.next(), t.next()) {
+        (Some(h), Some(m), Some(s), None) => (num(h, 2), num(m, 2), num(s, 2)),
+        _ => return Err(bad()),
+    };
+    let (h, mi, s) = (h.ok_or_else(bad)?, mi.ok_or_else(bad)?, s.ok_or_else(bad)?);
+    let days_in_month = match mo {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if da < 1 || da > days_in_month || h > 23 || mi > 59 || s > 59 {
+        return Err(bad());
+    }
+    let nanos = match frac {
+        None => 0,
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f.parse::<i64>().map_err(|_| bad())? * 10_i64.pow(9 - f.len() as u32)
+        }
+        Some(_) => return Err(bad()),
+    };
+    // Days since 1970-01-01 (proleptic Gregorian).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000_000) + nanos)
+}
+
+/// Parses `--group`/`group=`: a comma-separated list of `model`, `site`, `country`
+/// (empty: every breakdown).
+pub fn parse_group(value: &str) -> Result<Vec<GroupBy>, ReportingError> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let g = match part.to_ascii_lowercase().as_str() {
+            "model" => GroupBy::Model,
+            "site" => GroupBy::Site,
+            "country" => GroupBy::Country,
+            _ => return Err(ReportingError::BadGroup(part.to_owned())),
+        };
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
+
+/// The factors a report resolves with: a factors file (from `--factors`, the config's
+/// `[factors]`, or none: the agents' reported PUE/WUE and built-in references), the name
+/// errors give it, and where its relative `hourly_intensity_csv` paths start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactorsChoice {
+    pub file: FactorsFile,
+    pub name: String,
+    pub base_dir: PathBuf,
+}
+
+impl FactorsChoice {
+    /// No factors file: agents' site points, then built-in references.
+    pub fn builtin() -> FactorsChoice {
+        // An empty file: every serde default (methodology version, idle policy).
+        let file = FactorsFile::parse("", "built-in").unwrap_or_default();
+        FactorsChoice {
+            file,
+            name: "(none: agents' site points and built-in tables; give --factors FILE or a [factors] config section)".to_owned(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+
+    /// A factors file on disk.
+    pub fn load(path: &Path) -> Result<FactorsChoice, ReportingError> {
+        Ok(FactorsChoice {
+            file: FactorsFile::load(path)?,
+            name: path.display().to_string(),
+            base_dir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        })
+    }
+
+    /// The config's `[factors]` section; `config_dir` is the config file's directory.
+    pub fn from_config(file: FactorsFile, config_dir: &Path) -> FactorsChoice {
+        FactorsChoice {
+            file,
+            name: "[factors] section of the collector config".to_owned(),
+            base_dir: config_dir.to_path_buf(),
+        }
+    }
+}
+
+/// What to report: bounds (`None`: the edge of the stored data, rounded out to whole
+/// hours), breakdowns and small-count suppression.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportRequest {
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+    pub group: Vec<GroupBy>,
+    pub min_count: u64,
+}
+
+/// The period of `req`: given bounds, else the stored data's first and last hour.
+pub fn resolve_period(store: &Store, req: &ReportRequest) -> Result<Period, ReportingError> {
+    let bounds = match (req.from_ns, req.to_ns) {
+        (Some(f), Some(t)) => (f, t),
+        _ => {
+            let (min, max) = store.time_bounds()?.ok_or(ReportingError::NoData)?;
+            (
+                req.from_ns.unwrap_or_else(|| bucket_of(min, HOUR_NS)),
+                req.to_ns
+                    .unwrap_or_else(|| bucket_of(max, HOUR_NS).saturating_add(HOUR_NS)),
+            )
+        }
+    };
+    if bounds.0 >= bounds.1 {
+        return Err(ReportingError::EmptyPeriod {
+            from: indicators::rfc3339(bounds.0),
+            to: indicators::rfc3339(bounds.1),
+        });
+    }
+    Ok(Period {
+        from_ns: bounds.0,
+        to_ns: bounds.1,
+    })
+}
+
+/// The report generation time: `SOURCE_DATE_EPOCH` (Unix seconds, the reproducible-builds
+/// convention) when set, so two runs over the same data give the same bytes; else now.
+pub fn generated_at_ns() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .unwrap_or_else(crate::now_ns)
+}
+
+/// Reads the period, resolves the factors and computes the report.
+pub fn build_report(
+    store: &Store,
+    req: &ReportRequest,
+    factors: &FactorsChoice,
+) -> Result<Report, ReportingError> {
+    let period = resolve_period(store, req)?;
+    let input = report_input(store, period)?;
+    let resolved = factors
+        .file
+        .resolve(&input, &factors.name, &factors.base_dir)?;
+    Ok(indicators::compute_with(
+        &input,
+        &resolved,
+        &ComputeOptions {
+            group: req.group.clone(),
+            min_count: req.min_count,
+            generated_at_ns: Some(generated_at_ns()),
+        },
+    ))
+}
+
+/// The HTTP `Content-Type` of a report format.
+pub fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Json => "application/json",
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Markdown => "text/markdown; charset=utf-8",
+        Format::Html => "text/html; charset=utf-8",
+    }
+}
+
+/// [`build_report`] then [`report::render`]: the bytes the CLI writes and the API returns.
+pub fn render_report(
+    store: &Store,
+    req: &ReportRequest,
+    factors: &FactorsChoice,
+    format: Format,
+) -> Result<String, ReportingError> {
+    let report = build_report(store, req, factors)?;
+    Ok(report::render(&report, format)?)
+}
+
+/// An export users' tools read, of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Hugging Face model card `co2_eq_emissions` block (needs a model).
+    HfCard,
+    /// CodeCarbon 3.x `emissions.csv`.
+    CodeCarbon,
+    /// Green Software Foundation Impact Framework manifest.
+    ImpactFramework,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hf-card" | "model-card" => Ok(ExportFormat::HfCard),
+            "codecarbon" => Ok(ExportFormat::CodeCarbon),
+            "impact-framework" | "if" => Ok(ExportFormat::ImpactFramework),
+            _ => Err(format!(
+                "export format '{s}' is not known; use hf-card, codecarbon or impact-framework"
+            )),
+        }
+    }
+}
+
+/// Renders an export of `report`. `model` selects the model of a model card (required
+/// there; it must have rows in the report).
+pub fn render_export(
+    report: &Report,
+    format: ExportFormat,
+    model: &str,
+) -> Result<String, ReportingError> {
+    if format == ExportFormat::HfCard && !report.by_model.iter().any(|m| m.model == model) {
+        return Err(ReportingError::UnknownModel {
+            model: model.to_owned(),
+            present: report
+                .by_model
+                .iter()
+                .map(|m| format!("'{}'", m.model))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(match format {
+        ExportFormat::HfCard => report::hf_model_card(report, model),
+        ExportFormat::CodeCarbon => report::codecarbon_csv(report),
+        ExportFormat::ImpactFramework => report::impact_framework_manifest(report),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_both_forms() {
+        assert_eq!(
+            parse_time("2024-01-01T00:00:00Z", "--from").expect("rfc3339"),
+            1_704_067_200_000_000_000
+        );
+        assert_eq!(
+            parse_time("1704067200", "--from").expect("unix"),
+            1_704_067_200_000_000_000
+        );
+        assert_eq!(
+            parse_time("2024-02-29T12:34:56.5+00:00", "--to").expect("fraction"),
+            1_709_210_096_500_000_000
+        );
+        for bad in [
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "yesterday",
+            "",
+        ] {
+            let e = parse_time(bad, "--to").expect_err(bad).to_string();
+            assert!(e.contains(&format!("'{bad}'")) && e.contains("--to"), "{e}");
+        }
+        // Round trip with the report's own formatter.
+        let ns = 1_795_824_000_000_000_000;
+        assert_eq!(
+            parse_time(&indicators::rfc3339(ns), "--from").expect("rt"),
+            ns
+        );
+    }
+
+    #[test]
+    fn groups_parse_and_unknown_is_named() {
+        assert_eq!(
+            parse_group("model, country").expect("ok"),
+            vec![GroupBy::Model, GroupBy::Country]
+        );
+        assert!(parse_group("").expect("empty").is_empty());
+        let e = parse_group("model,region").expect_err("bad").to_string();
+        assert!(e.contains("'region'"), "{e}");
+    }
+}

@@ -158,12 +158,17 @@ fn process_weights(input: &GpuEnergyInput) -> (Vec<f64>, SplitMethod) {
     if !input.mig_slices.is_empty() {
         return (mig_weights(input), SplitMethod::Mig);
     }
-    let sm: Vec<f64> = procs
-        .iter()
-        .map(|p| p.sm_util.unwrap_or(0.0).max(0.0))
-        .collect();
-    if procs.iter().any(|p| p.sm_util.is_some()) && sm.iter().sum::<f64>() > 0.0 {
-        return (sm, SplitMethod::SmUtil);
+    if procs.iter().any(|p| p.sm_util.is_some()) {
+        let sm: Vec<f64> = procs
+            .iter()
+            .map(|p| p.sm_util.unwrap_or(0.0).max(0.0))
+            .collect();
+        if sm.iter().sum::<f64>() > 0.0 {
+            return (sm, SplitMethod::SmUtil);
+        }
+        // Samples say nobody computed: what little active energy the counter shows
+        // (quantisation, P_idle estimate) is shared equally, and so is idle energy.
+        return (vec![1.0; procs.len()], SplitMethod::Equal);
     }
     if let Some(mem) = memory_weights(procs) {
         return (mem, SplitMethod::Memory);
@@ -304,6 +309,19 @@ mod tests {
             IdlePolicy::Resident,
         ));
         assert!((find(&rows, "a").idle_j - 45.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn all_zero_samples_mean_nobody_was_active_not_a_memory_split() {
+        // Regression: a hair of active energy above P_idle with every sample at 0 used
+        // to be split by memory, and idle with it.
+        let rows = attribute(&input(
+            100.001,
+            vec![proc(1, "a", Some(0.0), Some(3)), proc(2, "b", Some(0.0), Some(1))],
+            IdlePolicy::Resident,
+        ));
+        assert_eq!(find(&rows, "a").method, SplitMethod::Equal);
+        assert!((find(&rows, "a").total_j() - 50.0005).abs() < 1e-9);
     }
 
     #[test]

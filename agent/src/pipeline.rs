@@ -351,6 +351,7 @@ impl<R: GpuReader> Sampler<R> {
                 t_ns: reading.t_ns,
                 counter_mj: reading.energy_counter_mj,
                 power_w: reading.power_w,
+                power_avg_w: reading.power_average_w,
             };
 
             // A restart: what the counter advanced while the agent was down.

@@ -19,8 +19,13 @@ pub struct EnergyReading {
     pub t_ns: i64,
     /// Cumulative energy counter (mJ), `None` when unsupported or unreadable.
     pub counter_mj: Option<u64>,
-    /// Power (W), `None` when unreadable.
+    /// Power (W) from `nvmlDeviceGetPowerUsage`, `None` when unreadable. On Ampere and
+    /// newer it is a 1-second average, on older GPUs instantaneous: which one is not
+    /// reported, so it is integrated with the trapezoid rule.
     pub power_w: Option<f64>,
+    /// The 1-second average power (field `NVML_FI_DEV_POWER_AVERAGE`), where the GPU
+    /// reports it: the mean power over the second before the reading.
+    pub power_avg_w: Option<f64>,
 }
 
 /// One GPU interval's energy.
@@ -87,6 +92,10 @@ impl GpuSampler {
     }
 }
 
+/// Longest interval for which a 1-second average power reading stands for the
+/// interval's mean power.
+pub const AVERAGE_WINDOW_MAX_S: f64 = 1.5;
+
 /// Energy between two readings of one GPU.
 pub fn interval_between(prev: EnergyReading, cur: EnergyReading) -> IntervalEnergy {
     let dt_s = (cur.t_ns - prev.t_ns) as f64 / 1e9;
@@ -104,6 +113,17 @@ pub fn interval_between(prev: EnergyReading, cur: EnergyReading) -> IntervalEner
             return out;
         }
         out.counter_reset = true;
+    }
+    // With an explicit 1-second average, the reading is the mean power over the last
+    // second: for intervals up to about a second that is the interval's own mean
+    // (right-endpoint rule), which the trapezoid of two averages would blur by half
+    // an interval.
+    if let Some(avg) = cur.power_avg_w {
+        if dt_s <= AVERAGE_WINDOW_MAX_S {
+            out.energy_j = avg * dt_s;
+            out.source = EnergySource::Integrated;
+            return out;
+        }
     }
     match (prev.power_w, cur.power_w) {
         (Some(p0), Some(p1)) => {
@@ -133,6 +153,7 @@ mod tests {
             t_ns: (t_s * 1e9) as i64,
             counter_mj: counter,
             power_w: power,
+            power_avg_w: None,
         }
     }
 
@@ -167,6 +188,24 @@ mod tests {
         let g = interval_between(r(0.0, None, None), r(1.0, None, None));
         assert_eq!(g.source, EnergySource::Gap);
         assert_eq!(g.energy_j, 0.0);
+    }
+
+    #[test]
+    fn one_second_average_is_the_mean_of_a_short_interval() {
+        let prev = r(0.0, None, Some(100.0));
+        let cur = EnergyReading {
+            power_avg_w: Some(300.0),
+            ..r(1.0, None, Some(280.0))
+        };
+        let i = interval_between(prev, cur);
+        assert_eq!(i.source, EnergySource::Integrated);
+        assert!((i.energy_j - 300.0).abs() < 1e-9);
+        // Longer intervals fall back to the trapezoid of the power readings.
+        let cur = EnergyReading {
+            power_avg_w: Some(300.0),
+            ..r(5.0, None, Some(300.0))
+        };
+        assert!((interval_between(prev, cur).energy_j - 1000.0).abs() < 1e-9);
     }
 
     #[test]

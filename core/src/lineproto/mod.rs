@@ -84,15 +84,22 @@ impl Point {
         }
     }
 
-    /// Adds a tag, keeping tags sorted by key.
+    /// Adds a tag, keeping tags sorted by key. A tag with an empty value is left out,
+    /// as InfluxDB does: line protocol cannot carry it.
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         let key = key.into();
         let value = value.into();
-        let at = self.tags.partition_point(|(k, _)| k.as_str() < key.as_str());
-        if self.tags.get(at).is_some_and(|(k, _)| *k == key) {
-            self.tags[at].1 = value;
-        } else {
-            self.tags.insert(at, (key, value));
+        let at = self
+            .tags
+            .partition_point(|(k, _)| k.as_str() < key.as_str());
+        let present = self.tags.get(at).is_some_and(|(k, _)| *k == key);
+        match (present, value.is_empty()) {
+            (true, true) => {
+                self.tags.remove(at);
+            }
+            (true, false) => self.tags[at].1 = value,
+            (false, true) => {}
+            (false, false) => self.tags.insert(at, (key, value)),
         }
         self
     }
@@ -272,8 +279,17 @@ mod tests {
 
     #[test]
     fn tags_stay_sorted_and_unique() {
-        let p = Point::new("m").tag("z", "1").tag("a", "2").tag("z", "3").float("f", 1.0);
-        assert_eq!(p.tags, vec![("a".into(), "2".into()), ("z".into(), "3".into())]);
+        let p = Point::new("m")
+            .tag("z", "1")
+            .tag("a", "2")
+            .tag("z", "3")
+            .float("f", 1.0);
+        assert_eq!(
+            p.tags,
+            vec![("a".into(), "2".into()), ("z".into(), "3".into())]
+        );
+        let p = p.tag("server", "").tag("a", "");
+        assert_eq!(p.tags, vec![("z".into(), "3".into())]);
     }
 
     #[test]
@@ -282,10 +298,12 @@ mod tests {
             Point::new("m").float("f", f64::NAN).to_line(),
             Err(EncodeError::NonFinite { .. })
         ));
-        assert!(matches!(Point::new("m").to_line(), Err(EncodeError::NoFields(_))));
         assert!(matches!(
-            Point::new("m").tag("t", "").float("f", 1.0).to_line(),
-            Err(EncodeError::EmptyKey(_))
+            Point::new("m").to_line(),
+            Err(EncodeError::NoFields(_))
         ));
+        let mut p = Point::new("m").float("f", 1.0);
+        p.tags.push(("t".into(), String::new()));
+        assert!(matches!(p.to_line(), Err(EncodeError::EmptyKey(_))));
     }
 }

@@ -1,1 +1,4 @@
 //! Helpers for inferwatt's end-to-end tests.
+pub mod harness;
+pub mod nvml_sim;
+pub use nvml_sim::nvml_sim_library;

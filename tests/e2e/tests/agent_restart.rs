@@ -1,0 +1,155 @@
+//! The agent killed with SIGKILL and restarted: what the GPU's counter advanced while
+//! it was down appears as `_unattributed` (a `gap` interval), and the per-GPU total over
+//! the whole run equals the simulator's ground truth — nothing lost, nothing doubled.
+
+use std::process::Command;
+use std::time::Duration;
+
+use inferwatt_core::lineproto::{decode, Point, Precision};
+use inferwatt_tests::harness::{self, Proc};
+use nvml_sim::Scenario;
+use serde_json::json;
+
+fn points_of(path: &std::path::Path) -> Vec<Point> {
+    let body = std::fs::read(path).unwrap_or_default();
+    let end = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    decode(&body[..end], Precision::Nanoseconds, 0).expect("valid line protocol")
+}
+
+fn gpu_intervals(points: &[Point]) -> usize {
+    points.iter().filter(|p| p.measurement == "gpu").count()
+}
+
+#[test]
+fn energy_while_the_agent_was_down_is_unattributed_not_lost() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let model = Proc::spawn(
+        "vllm",
+        Command::new(harness::bin("fake-inference-server"))
+            .arg0("vllm")
+            .args(["serve", "mistralai/Mistral-7B-Instruct-v0.3"]),
+    );
+    // The scenario is already running when the agent starts.
+    let epoch = harness::now_unix_ms() - 1000;
+    let scenario = json!({
+        "epoch_unix_ms": epoch,
+        "gpus": [{
+            "uuid": "GPU-7f000000-0000-4000-8000-000000000001",
+            "name": "NVIDIA A100-SXM4-80GB",
+            "idle_w": 60.0, "max_w": 400.0,
+            "memory_total_bytes": 85_899_345_920u64,
+            "energy_counter": true,
+            "initial_counter_mj": 5_000_000u64,
+            "power_reading": "average_1s",
+            "processes": [{"pid": model.pid(), "used_memory_bytes": 20_000_000_000u64, "start_s": 0.0}],
+            "phases": [
+                {"start_s": 0.0, "end_s": 7.0, "procs": [{"pid": model.pid(), "sm_util": 80.0, "weight": 1.0}]},
+                {"start_s": 7.0, "end_s": 100.0, "procs": [{"pid": model.pid(), "sm_util": 35.0, "weight": 1.0, "burst": {"period_s": 0.5, "duty": 0.4}}]}
+            ]
+        }]
+    });
+    let scenario_path = root.join("scenario.json");
+    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
+    let sim = Scenario::from_json(&scenario.to_string()).expect("scenario");
+    let out = root.join("intervals.lp");
+    let config_path = root.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+            harness::sim_library().display(),
+            root.join("state").display(),
+            out.display()
+        ),
+    )
+    .expect("config");
+    let agent = || {
+        Proc::spawn(
+            "inferwatt-agent",
+            Command::new(harness::bin("inferwatt-agent"))
+                .args(["run", "--config"])
+                .arg(&config_path)
+                .env("FAKE_NVML_SCENARIO", &scenario_path),
+        )
+    };
+
+    let mut first = agent();
+    harness::wait_for("5 intervals", Duration::from_secs(30), || {
+        (gpu_intervals(&points_of(&out)) >= 5).then_some(())
+    });
+    first.signal("KILL");
+    let before = gpu_intervals(&points_of(&out));
+    std::thread::sleep(Duration::from_secs(4)); // the downtime itself, not a wait for a condition
+    let mut second = agent();
+    harness::wait_for("6 more intervals", Duration::from_secs(30), || {
+        (gpu_intervals(&points_of(&out)) >= before + 7).then_some(())
+    });
+    second.signal("TERM");
+
+    let points = points_of(&out);
+    let epoch_ns = epoch * 1_000_000;
+    let gpus: Vec<&Point> = points.iter().filter(|p| p.measurement == "gpu").collect();
+    let start_s = |p: &Point| {
+        (p.timestamp.expect("ts") - epoch_ns) as f64 / 1e9
+            - p.field_f64("interval_s").expect("interval_s")
+    };
+    let end_s = |p: &Point| (p.timestamp.expect("ts") - epoch_ns) as f64 / 1e9;
+
+    let gaps: Vec<&&Point> = gpus
+        .iter()
+        .filter(|p| p.field_value("source").and_then(|v| v.as_str()) == Some("gap"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap interval for the downtime");
+    let gap = gaps[0];
+    assert!(
+        f64_field(gap, "interval_s") >= 4.0,
+        "the gap spans the downtime"
+    );
+    let gap_truth = sim.truth(start_s(gap), end_s(gap)).gpus[0].energy_j;
+    let gap_j = f64_field(gap, "energy_j");
+    // NVML's counter updates every 100 ms, so each end of one interval may lag by up to
+    // 100 ms of power (≤ 400 W here); over consecutive intervals the lags telescope.
+    assert!(
+        (gap_j - gap_truth).abs() <= 2.0 * 0.1 * 400.0,
+        "gap {gap_j} J vs truth {gap_truth} J"
+    );
+    let unattributed: f64 = points
+        .iter()
+        .filter(|p| {
+            p.measurement == "model_energy" && p.tag_value("model") == Some("_unattributed")
+        })
+        .map(|p| f64_field(p, "active_j") + f64_field(p, "idle_j"))
+        .sum();
+    assert_eq!(
+        unattributed, gap_j,
+        "the downtime's energy is _unattributed"
+    );
+
+    // Intervals tile the run: each starts where the previous ended.
+    for w in gpus.windows(2) {
+        assert!(
+            (start_s(w[1]) - end_s(w[0])).abs() < 1e-6,
+            "intervals must tile: {} then {}",
+            end_s(w[0]),
+            start_s(w[1])
+        );
+    }
+    let measured: f64 = gpus.iter().map(|p| f64_field(p, "energy_j")).sum();
+    let truth = sim
+        .truth(start_s(gpus[0]), end_s(gpus[gpus.len() - 1]))
+        .gpus[0]
+        .energy_j;
+    // Only the run's two ends can lag (100-ms counter updates); a lost or doubled
+    // interval would be ~280 J.
+    assert!(
+        (measured - truth).abs() <= 2.0 * 0.1 * 400.0,
+        "whole run: measured {measured} J vs truth {truth} J"
+    );
+}
+
+fn f64_field(p: &Point, k: &str) -> f64 {
+    p.field_f64(k)
+        .unwrap_or_else(|| panic!("{} lacks {k}", p.measurement))
+}

@@ -27,7 +27,9 @@ pub const MODEL_IDLE: &str = "_idle";
 pub const MODEL_UNATTRIBUTED: &str = "_unattributed";
 
 /// How a GPU interval's energy was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EnergySource {
     /// Difference of two readings of NVML's cumulative energy counter.
@@ -59,7 +61,9 @@ impl EnergySource {
 }
 
 /// How a GPU's active energy was split among its processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitMethod {
     /// In proportion to per-process SM utilisation samples.
@@ -294,7 +298,11 @@ mod tests {
 
     #[test]
     fn enums_round_trip_their_wire_names() {
-        for s in [EnergySource::Counter, EnergySource::Integrated, EnergySource::Gap] {
+        for s in [
+            EnergySource::Counter,
+            EnergySource::Integrated,
+            EnergySource::Gap,
+        ] {
             assert_eq!(EnergySource::parse(s.as_str()), Some(s));
         }
         for m in [

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use axum::extract::Query;
 use axum::http::HeaderMap;
 
+use inferwatt_ship::ShipHandle;
+
 use crate::config::{AuthMode, Config};
 use crate::ingest::auth::AuthError;
 use crate::ingest::{self, auth::Authenticator, ErrorMessage};
@@ -31,6 +33,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
+    /// `[forward]`: the spool accepted points are enqueued to after their write commits.
+    pub forward: Option<ShipHandle>,
 }
 
 impl AppState {
@@ -47,6 +51,35 @@ impl AppState {
             config: Arc::new(config),
             store,
             metrics: Arc::new(Metrics::default()),
+            forward: None,
+        }
+    }
+
+    /// This state, forwarding accepted points through `handle` (see `[forward]`).
+    pub fn with_forward(mut self, handle: ShipHandle) -> AppState {
+        self.forward = Some(handle);
+        self
+    }
+
+    /// Enqueues the points of a committed write for forwarding (blocking: the spool
+    /// fsyncs). Points at or before `min_ts_ns` (not stored) are left out; duplicates are
+    /// forwarded again, which InfluxDB and VictoriaMetrics store once. A spool failure is
+    /// logged, not answered: the points are already stored here.
+    pub fn forward_points(
+        &self,
+        points: &[inferwatt_core::lineproto::Point],
+        min_ts_ns: Option<i64>,
+    ) {
+        let Some(handle) = &self.forward else {
+            return;
+        };
+        let accepted: Vec<_> = points
+            .iter()
+            .filter(|p| !min_ts_ns.is_some_and(|m| p.timestamp.is_some_and(|t| t <= m)))
+            .cloned()
+            .collect();
+        if let Err(e) = handle.enqueue(&accepted) {
+            tracing::error!(points = accepted.len(), error = %e, "cannot spool points for forwarding; they are stored here but will not be forwarded");
         }
     }
 }

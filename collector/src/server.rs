@@ -1,6 +1,7 @@
 //! Running the collector: opens the store, starts retention, binds the listener (plain
 //! TCP, or TLS with rustls and the `ring` provider when `[tls]` is set) and serves
-//! [`crate::api::app`] until Ctrl-C or SIGTERM, finishing requests in flight.
+//! [`crate::api::app`] until Ctrl-C or SIGTERM, finishing requests in flight; with
+//! `[forward]`, runs the shipper that forwards accepted points.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +39,8 @@ pub enum ServeError {
     },
     #[error("TLS configuration refused: {0}; check that 'tls.key_file' matches 'tls.cert_file'")]
     Tls(#[from] rustls::Error),
+    #[error("[forward]: {0}")]
+    Forward(#[from] inferwatt_ship::ShipError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -209,8 +212,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         db = %config.db_path.display(),
         "collector listening"
     );
-    let state = AppState::new(config, store);
+    let forward = config.forward.clone();
+    let mut state = AppState::new(config, store);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut forward_task = None;
+    if let Some(cfg) = forward {
+        let (shipper, handle) = inferwatt_ship::Shipper::open(cfg)?;
+        state = state.with_forward(handle);
+        forward_task = Some(tokio::spawn(shipper.run(stop_rx)));
+    }
     let result = serve_on(tcp, state, tls, shutdown_signal()).await;
     retention_task.abort();
+    // The shipper flushes for at most `shutdown_flush_s`, then leaves the rest spooled.
+    let _ = stop_tx.send(true);
+    if let Some(task) = forward_task {
+        let _ = task.await;
+    }
     result
 }

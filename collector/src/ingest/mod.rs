@@ -135,6 +135,18 @@ pub fn ingest_bytes(
     min_ts_ns: Option<i64>,
     now_ns: i64,
 ) -> Result<WriteOutcome, ApiError> {
+    ingest_points(store, body, precision, binding, min_ts_ns, now_ns).map(|(o, _)| o)
+}
+
+/// [`ingest_bytes`], also returning the decoded points (for forwarding after the commit).
+pub fn ingest_points(
+    store: &Store,
+    body: &[u8],
+    precision: Precision,
+    binding: Option<&Binding>,
+    min_ts_ns: Option<i64>,
+    now_ns: i64,
+) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
     let points =
         lineproto::decode(body, precision, now_ns).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Err(r) = auth::authorize(binding, &points) {
@@ -146,7 +158,7 @@ pub fn ingest_bytes(
         });
     }
     match store.write(&points, min_ts_ns) {
-        Ok(o) => Ok(o),
+        Ok(o) => Ok((o, points)),
         Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
             "{}: {reason}",
             line_of(&point_lines(body), index)
@@ -207,7 +219,10 @@ pub async fn write(
         let body = body::decode_content(raw, encoding, limit)?;
         let now = crate::now_ns();
         let min = crate::store::retention::raw_cutoff_ns(now, s.config.raw_retention_days);
-        ingest_bytes(&s.store, &body, precision, binding.as_ref(), min, now)
+        let (outcome, points) =
+            ingest_points(&s.store, &body, precision, binding.as_ref(), min, now)?;
+        s.forward_points(&points, min);
+        Ok(outcome)
     })
     .await?;
     state.metrics.record_write(&outcome);

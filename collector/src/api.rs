@@ -75,7 +75,7 @@ impl AppState {
         };
         let accepted: Vec<_> = points
             .iter()
-            .filter(|p| !min_ts_ns.is_some_and(|m| p.timestamp.is_some_and(|t| t <= m)))
+            .filter(|p| min_ts_ns.is_none_or(|m| p.timestamp.is_none_or(|t| t > m)))
             .cloned()
             .collect();
         if let Err(e) = handle.enqueue(&accepted) {

@@ -2,3 +2,4 @@
 pub mod harness;
 pub mod nvml_sim;
 pub use nvml_sim::nvml_sim_library;
+pub mod fleet;

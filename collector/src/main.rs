@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use inferwatt_collector::config::Config;
+use inferwatt_collector::ingest::csv_import::CsvFormat;
 use inferwatt_collector::ingest::{auth, import, parse_precision};
 use inferwatt_collector::report::Format;
 use inferwatt_collector::reporting::{self, ExportFormat, FactorsChoice, ReportRequest};
@@ -71,6 +72,16 @@ enum Command {
     Import {
         /// The file.
         file: PathBuf,
+        /// File format: lp (line protocol, plain or gzip), codecarbon (emissions.csv) or
+        /// nvidia-smi (CSV log of --query-gpu=timestamp,index,uuid,name,power.draw).
+        #[arg(long, default_value = "lp", value_parser = ["lp", "codecarbon", "nvidia-smi"])]
+        format: String,
+        /// The `site` the CSV's points belong to (codecarbon, nvidia-smi).
+        #[arg(long, required_if_eq_any([("format", "codecarbon"), ("format", "nvidia-smi")]))]
+        site: Option<String>,
+        /// The `host` the CSV's points belong to (codecarbon, nvidia-smi).
+        #[arg(long, required_if_eq_any([("format", "codecarbon"), ("format", "nvidia-smi")]))]
+        host: Option<String>,
         /// Timestamp precision of the file: ns, us, ms or s.
         #[arg(long, default_value = "ns")]
         precision: String,
@@ -286,6 +297,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Import {
             file,
+            format,
+            site,
+            host,
             precision,
             db,
             config,
@@ -295,7 +309,22 @@ fn main() -> anyhow::Result<()> {
             let db = db.unwrap_or(config.db_path);
             let store = Store::open(&db)?;
             let min = retention::raw_cutoff_ns(now_ns(), config.raw_retention_days);
-            let o = import::import_file(&store, &file, precision, min)?;
+            let csv = match format.as_str() {
+                "codecarbon" => Some(CsvFormat::CodeCarbon),
+                "nvidia-smi" => Some(CsvFormat::NvidiaSmi),
+                _ => None,
+            };
+            let o = match csv {
+                None => import::import_file(&store, &file, precision, min)?,
+                Some(f) => import::import_csv_file(
+                    &store,
+                    &file,
+                    f,
+                    site.as_deref().unwrap_or(""),
+                    host.as_deref().unwrap_or(""),
+                    min,
+                )?,
+            };
             println!(
                 "imported '{}': {} points written, {} duplicates ignored ({} with different values), {} older than the raw retention skipped",
                 file.display(),

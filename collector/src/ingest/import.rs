@@ -1,5 +1,6 @@
 //! `inferwatt-collector import FILE`: stores a line-protocol file (plain or gzip) in one
-//! transaction, with the same checks as the write API except the token binding.
+//! transaction, with the same checks as the write API except the token binding; or a
+//! CodeCarbon / nvidia-smi CSV file converted by [`super::csv_import`].
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,55 @@ pub enum ImportError {
     },
     #[error("'{path}' was not imported (nothing of it is stored): {source}")]
     Rejected { path: PathBuf, source: ApiError },
+    #[error("'{path}' was not imported (nothing of it is stored): {source}")]
+    Csv {
+        path: PathBuf,
+        source: super::csv_import::CsvImportError,
+    },
+    #[error("'{path}' was not imported: {source}")]
+    Store {
+        path: PathBuf,
+        source: crate::store::StoreError,
+    },
+    #[error("--site and --host must be non-empty for a CSV import (the points need them); got site '{site}' host '{host}'")]
+    Origin { site: String, host: String },
+}
+
+/// Imports a CodeCarbon or nvidia-smi CSV file as points of `site`/`host`, in one
+/// transaction: nothing is stored when any line is bad.
+pub fn import_csv_file(
+    store: &Store,
+    path: &Path,
+    format: super::csv_import::CsvFormat,
+    site: &str,
+    host: &str,
+    min_ts_ns: Option<i64>,
+) -> Result<WriteOutcome, ImportError> {
+    use super::csv_import::{codecarbon_points, nvidia_smi_points, CsvFormat};
+    if site.is_empty() || host.is_empty() {
+        return Err(ImportError::Origin {
+            site: site.to_owned(),
+            host: host.to_owned(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let points = match format {
+        CsvFormat::CodeCarbon => codecarbon_points(&text, site, host),
+        CsvFormat::NvidiaSmi => nvidia_smi_points(&text, site, host),
+    }
+    .map_err(|source| ImportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    store
+        .write(&points, min_ts_ns)
+        .map_err(|source| ImportError::Store {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Imports `path` (gzip when it starts with the gzip magic bytes). Nothing is stored

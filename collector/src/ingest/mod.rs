@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod csv_import;
 pub mod import;
 
 use std::collections::HashMap;

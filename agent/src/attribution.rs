@@ -139,13 +139,27 @@ pub fn attribute(input: &GpuEnergyInput) -> Vec<ModelShare> {
         }),
         IdlePolicy::Resident => {
             let sum_active: f64 = rows.iter().map(|r| r.active_j).sum();
+            // Weights per model, for an interval whose measured energy did not exceed
+            // the static-power estimate although the processes were busy.
+            let mut model_weight: BTreeMap<&ModelKey, f64> = BTreeMap::new();
+            for (p, w) in input.processes.iter().zip(&weights) {
+                *model_weight.entry(&p.model).or_default() += w;
+            }
             let n = rows.len() as f64;
-            for r in &mut rows {
-                r.idle_j = if sum_active > 0.0 {
-                    idle_j * (r.active_j / sum_active)
-                } else {
-                    idle_j / n
-                };
+            let shares: Vec<f64> = rows
+                .iter()
+                .map(|r| {
+                    if sum_active > 0.0 {
+                        r.active_j / sum_active
+                    } else if total_weight > 0.0 {
+                        model_weight.get(&r.model).copied().unwrap_or(0.0) / total_weight
+                    } else {
+                        1.0 / n
+                    }
+                })
+                .collect();
+            for (r, share) in rows.iter_mut().zip(shares) {
+                r.idle_j = idle_j * share;
             }
         }
     }
@@ -317,11 +331,30 @@ mod tests {
         // to be split by memory, and idle with it.
         let rows = attribute(&input(
             100.001,
-            vec![proc(1, "a", Some(0.0), Some(3)), proc(2, "b", Some(0.0), Some(1))],
+            vec![
+                proc(1, "a", Some(0.0), Some(3)),
+                proc(2, "b", Some(0.0), Some(1)),
+            ],
             IdlePolicy::Resident,
         ));
         assert_eq!(find(&rows, "a").method, SplitMethod::Equal);
         assert!((find(&rows, "a").total_j() - 50.0005).abs() < 1e-9);
+    }
+
+    #[test]
+    fn busy_processes_share_idle_by_utilisation_when_no_energy_exceeds_static_power() {
+        // Regression: with P_idle estimated at or above this interval's power, active
+        // energy is 0; the processes were still busy, so idle follows utilisation.
+        let rows = attribute(&input(
+            90.0,
+            vec![
+                proc(1, "a", Some(60.0), Some(1)),
+                proc(2, "b", Some(30.0), Some(1)),
+            ],
+            IdlePolicy::Resident,
+        ));
+        assert!((find(&rows, "a").idle_j - 60.0).abs() < 1e-9);
+        assert!((find(&rows, "b").idle_j - 30.0).abs() < 1e-9);
     }
 
     #[test]

@@ -276,9 +276,10 @@ path = "{out}"
             .stderr(std::process::Stdio::null()),
     );
 
-    // The process that exits mid-run: gone at scenario t=10 s.
-    let exit_at = epoch + 10_000;
-    harness::wait_for("scenario t=10 s", Duration::from_secs(30), || {
+    // The process that exits mid-run: it leaves the GPU at scenario t=10 s (the
+    // scenario's end_s) and the process itself ends a little later.
+    let exit_at = epoch + 11_500;
+    harness::wait_for("scenario t=11.5 s", Duration::from_secs(30), || {
         (harness::now_unix_ms() >= exit_at).then_some(())
     });
     exiting.signal("KILL");

@@ -214,3 +214,16 @@ pub fn running_as_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The points in a line-protocol file a running agent appends to (complete lines only:
+/// the agent may be mid-write).
+pub fn read_points(path: &Path) -> Vec<inferwatt_core::lineproto::Point> {
+    let body = std::fs::read(path).unwrap_or_default();
+    let end = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    inferwatt_core::lineproto::decode(
+        &body[..end],
+        inferwatt_core::lineproto::Precision::Nanoseconds,
+        0,
+    )
+    .expect("the agent writes valid line protocol")
+}

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use inferwatt_core::lineproto::{decode, Point, Precision};
+use inferwatt_core::lineproto::Point;
+use inferwatt_tests::fleet::model_process;
 use inferwatt_tests::harness::{self, Proc};
 use nvml_sim::Scenario;
 use serde_json::json;
@@ -19,29 +20,6 @@ const VLLM_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 const SGLANG_MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
 const LLAMACPP_MODEL: &str = "mistral-7b-instruct-v0.2.Q4_K_M";
 const EXITING_MODEL: &str = "microsoft/phi-2";
-
-/// Starts the simulated inference server under a real server's command line.
-fn model_process(argv0: &str, args: &[&str], port: Option<u16>) -> Proc {
-    use std::os::unix::process::CommandExt as _;
-    let mut cmd = Command::new(harness::bin("fake-inference-server"));
-    cmd.arg0(argv0).args(args);
-    if let Some(p) = port {
-        cmd.args(["--port", &p.to_string()]);
-        cmd.env(
-            "FAKE_SERVER_TRACE",
-            harness::shared_dir().join("data/traces/azure-llm-inference-2023-conv.csv"),
-        );
-        cmd.env("FAKE_SERVER_SPEEDUP", "20");
-    }
-    Proc::spawn(argv0, &mut cmd)
-}
-
-fn points_of(path: &Path) -> Vec<Point> {
-    let body = std::fs::read(path).unwrap_or_default();
-    // The agent may be mid-write: decode complete lines only.
-    let end = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    decode(&body[..end], Precision::Nanoseconds, 0).expect("the agent writes valid line protocol")
-}
 
 fn f(p: &Point, k: &str) -> f64 {
     p.field_f64(k)
@@ -60,6 +38,7 @@ fn agent_attributes_every_joule_on_the_simulated_driver() {
     let vllm_port = harness::free_port();
     let sglang_port = harness::free_port();
     let prom_port = harness::free_port();
+    let trace = harness::shared_dir().join("data/traces/azure-llm-inference-2023-conv.csv");
 
     let vllm = model_process(
         "/usr/bin/python3",
@@ -72,6 +51,8 @@ fn agent_attributes_every_joule_on_the_simulated_driver() {
             "0.45",
         ],
         Some(vllm_port),
+        Some(&trace),
+        20.0,
     );
     let sglang = model_process(
         "python3",
@@ -85,6 +66,8 @@ fn agent_attributes_every_joule_on_the_simulated_driver() {
             "--enable-metrics",
         ],
         Some(sglang_port),
+        Some(&trace),
+        20.0,
     );
     let llamacpp = model_process(
         "/usr/local/bin/llama-server",
@@ -97,11 +80,15 @@ fn agent_attributes_every_joule_on_the_simulated_driver() {
             "4096",
         ],
         None,
+        None,
+        1.0,
     );
     let mut exiting = model_process(
         "vllm",
         &["serve", EXITING_MODEL, "--dtype", "float16"],
         None,
+        None,
+        1.0,
     );
 
     // Utilisations never sum above 100% at any instant (bursts included): SM time is
@@ -287,7 +274,7 @@ path = "{out}"
     // ≥ 20 s of 1 Hz intervals on both GPUs (after the first reading).
     harness::wait_for("24 intervals per GPU", Duration::from_secs(60), || {
         assert!(agent.is_running(), "the agent exited early");
-        let n = points_of(&out_path)
+        let n = harness::read_points(&out_path)
             .iter()
             .filter(|p| p.measurement == "gpu")
             .count();
@@ -350,7 +337,7 @@ path = "{out}"
 
     agent.signal("TERM");
     drop((vllm, sglang, llamacpp));
-    let points = points_of(&out_path);
+    let points = harness::read_points(&out_path);
     let epoch_ns = epoch as i64 * 1_000_000;
     let to_s = |ns: i64| (ns - epoch_ns) as f64 / 1e9;
 

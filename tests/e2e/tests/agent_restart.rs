@@ -5,16 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use inferwatt_core::lineproto::{decode, Point, Precision};
+use inferwatt_core::lineproto::Point;
 use inferwatt_tests::harness::{self, Proc};
 use nvml_sim::Scenario;
 use serde_json::json;
-
-fn points_of(path: &std::path::Path) -> Vec<Point> {
-    let body = std::fs::read(path).unwrap_or_default();
-    let end = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    decode(&body[..end], Precision::Nanoseconds, 0).expect("valid line protocol")
-}
 
 fn gpu_intervals(points: &[Point]) -> usize {
     points.iter().filter(|p| p.measurement == "gpu").count()
@@ -77,18 +71,18 @@ fn energy_while_the_agent_was_down_is_unattributed_not_lost() {
 
     let mut first = agent();
     harness::wait_for("5 intervals", Duration::from_secs(30), || {
-        (gpu_intervals(&points_of(&out)) >= 5).then_some(())
+        (gpu_intervals(&harness::read_points(&out)) >= 5).then_some(())
     });
     first.signal("KILL");
-    let before = gpu_intervals(&points_of(&out));
+    let before = gpu_intervals(&harness::read_points(&out));
     std::thread::sleep(Duration::from_secs(4)); // the downtime itself, not a wait for a condition
     let mut second = agent();
     harness::wait_for("6 more intervals", Duration::from_secs(30), || {
-        (gpu_intervals(&points_of(&out)) >= before + 7).then_some(())
+        (gpu_intervals(&harness::read_points(&out)) >= before + 7).then_some(())
     });
     second.signal("TERM");
 
-    let points = points_of(&out);
+    let points = harness::read_points(&out);
     let epoch_ns = epoch * 1_000_000;
     let gpus: Vec<&Point> = points.iter().filter(|p| p.measurement == "gpu").collect();
     let start_s = |p: &Point| {

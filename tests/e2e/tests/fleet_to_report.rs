@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use inferwatt_collector::store::Store;
-use inferwatt_core::lineproto::{decode, Point, Precision};
+use inferwatt_core::lineproto::Point;
 use inferwatt_tests::fleet::Fleet;
 use inferwatt_tests::harness::{self, Proc};
 use nvml_sim::Scenario;
@@ -21,12 +21,6 @@ const PUE: f64 = 1.2;
 const WUE: f64 = 0.5;
 const EWIF: f64 = 3.1;
 const INTENSITY: f64 = 350.0;
-
-fn points_of(path: &Path) -> Vec<Point> {
-    let body = std::fs::read(path).unwrap_or_default();
-    let end = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    decode(&body[..end], Precision::Nanoseconds, 0).expect("valid line protocol")
-}
 
 fn field(p: &Point, k: &str) -> f64 {
     p.field_f64(k).unwrap_or(0.0)
@@ -118,7 +112,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
             .env("FAKE_NVML_SCENARIO", &fleet.scenario_path),
     );
     let gpu_points = || {
-        points_of(&lp)
+        harness::read_points(&lp)
             .iter()
             .filter(|p| p.measurement == "gpu")
             .count()
@@ -140,7 +134,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
         (g.iter().map(|p| field(p, "energy_j")).sum(), g.len() as i64)
     };
     agent.signal("TERM");
-    let points = points_of(&lp);
+    let points = harness::read_points(&lp);
     let (file_j, file_n) = measured(&points);
     let (stored_j, stored_n) = harness::wait_for(
         "the spool to drain into the collector",

@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/report", get(report))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

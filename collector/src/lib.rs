@@ -16,6 +16,7 @@ pub mod report;
 pub mod reporting;
 pub mod server;
 pub mod store;
+pub mod web;
 
 /// Now, in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {

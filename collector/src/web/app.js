@@ -77,7 +77,8 @@
     return v === null || v === undefined ? '—' : whole.format(v);
   }
   function pct(v) {
-    return v === null || v === undefined ? '—' : sig.format(v * 100) + ' %';
+    if (v === null || v === undefined) return '—';
+    return (v === 0 ? '0' : sig.format(v * 100)) + ' %';
   }
   function utc(unixS, withDate) {
     const iso = new Date(unixS * 1000).toISOString();
@@ -110,7 +111,7 @@
   // One line chart of one metric: a <path class="series"> per model or site, carrying
   // data-group, data-key, data-model or data-site, data-metric, data-values, data-total.
   function lineChart(data, metric, groupName) {
-    const W = 640, H = 250, L = 70, R = 16, T = 14, B = 40;
+    const W = 460, H = 230, L = 62, R = 12, T = 12, B = 40;
     const n = data.bucket_starts.length;
     const step = data.step_s;
     const t0 = n ? data.bucket_starts[0] : 0;
@@ -251,8 +252,11 @@
     table.appendChild(foot);
   }
 
-  function simpleTable(table, caption, headers, rows) {
+  // `numeric`: indices of right-aligned (number) columns.
+  function simpleTable(table, caption, headers, rows, numeric) {
+    numeric = numeric || [];
     table.replaceChildren();
+    table.classList.add('simple');
     table.appendChild(el('caption', {}, caption));
     const head = el('thead');
     const hr = el('tr');
@@ -262,7 +266,10 @@
     const body = el('tbody');
     for (const r of rows) {
       const tr = el('tr');
-      r.forEach((c, i) => tr.appendChild(el(i === 0 ? 'th' : 'td', i === 0 ? { scope: 'row' } : {}, c)));
+      r.forEach((c, i) => {
+        const attrs = i === 0 ? { scope: 'row' } : numeric.includes(i) ? { class: 'num' } : {};
+        tr.appendChild(el(i === 0 ? 'th' : 'td', attrs, c));
+      });
       body.appendChild(tr);
     }
     table.appendChild(body);
@@ -287,7 +294,7 @@
     if (dq.gaps.length) {
       const t = el('table', { id: 'gaps-table' });
       simpleTable(t, 'Gaps (GPU not measured)', ['Site', 'Host', 'GPU', 'From', 'To', 'kWh'],
-        dq.gaps.map((g) => [g.site, g.host, g.gpu_uuid, g.from, g.to, fmt(g.energy_kwh)]));
+        dq.gaps.map((g) => [g.site, g.host, g.gpu_uuid, g.from, g.to, fmt(g.energy_kwh)]), [5]);
       const wrap = el('div', { class: 'scroll' });
       wrap.appendChild(t);
       box.appendChild(wrap);
@@ -314,7 +321,7 @@
     $('methodology').textContent = 'Methodology ' + m.version + ', idle policy “' + m.idle_policy +
       '”. Input digest ' + r.input_digest + '. Generated ' + r.generated_at + '.';
     simpleTable($('factors-table'), 'Factors applied', ['Site', 'Factor', 'Value', 'Unit', 'Source', 'Year'],
-      m.factors.map((f) => [f.site, f.name, fmt(f.value), f.unit, f.source, f.year === null ? '—' : String(f.year)]));
+      m.factors.map((f) => [f.site, f.name, fmt(f.value), f.unit, f.source, f.year === null ? '—' : String(f.year)]), [2, 5]);
   }
 
   function clearAll() {
@@ -370,9 +377,11 @@
       $('link-series').setAttribute('href', '/api/v1/series?' + query({ from: from, to: to, step: step }));
       status.textContent = 'Showing ' + report.period.from + ' to ' + report.period.to + '.';
       status.setAttribute('data-state', 'ok');
+      document.body.removeAttribute('data-empty');
     } catch (e) {
       if (gen !== generation) return;
       clearAll();
+      document.body.setAttribute('data-empty', 'true');
       status.className = 'status bad';
       if (e instanceof HttpError && e.status === 401) {
         status.setAttribute('data-state', 'unauthorized');
@@ -380,7 +389,8 @@
           ? '401 Unauthorized: the token in this page’s ?token= was refused (' + e.message +
             '). Use a valid token of this collector.'
           : '401 Unauthorized: this collector needs a token to read reports (report_auth = "token"). ' +
-            'Open this page as /?token=YOUR_TOKEN with a valid token of this collector. (' + e.message + ')';
+            'Open this page as /?token=YOUR_TOKEN with any valid token of this collector ' +
+            '(inferwatt-collector token create makes one).';
       } else if (e instanceof HttpError && e.status === 404) {
         status.setAttribute('data-state', 'no-data');
         status.textContent = 'No data: ' + e.message;

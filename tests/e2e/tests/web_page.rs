@@ -198,23 +198,29 @@ fn expected(pick: impl Fn(&Load) -> bool) -> Vec<[f64; 3]> {
 }
 
 /// Chromium's binary: `CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
+/// Panics, naming the install command, when there is none.
 fn chromium() -> PathBuf {
-    if let Ok(p) = std::env::var("CHROMIUM") {
-        return PathBuf::from(p);
+    const INSTALL: &str = "this test loads the web page in headless Chromium; install it with \
+         'apt-get install -y chromium' (Debian) or set CHROMIUM=/path/to/chromium";
+    if let Some(p) = std::env::var_os("CHROMIUM") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "CHROMIUM '{}' is not a file: {INSTALL}",
+            p.display()
+        );
+        return p;
     }
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for name in ["chromium", "chromium-browser"] {
-        if let Ok(out) = Command::new("which").arg(name).output() {
-            let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if out.status.success() && !p.is_empty() {
-                return PathBuf::from(p);
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
             }
         }
     }
-    panic!(
-        "Chromium not found (no 'chromium' or 'chromium-browser' on the PATH and CHROMIUM unset): \
-         this test loads the web page in headless Chromium; install it with \
-         'apt-get install -y chromium' (Debian) or set CHROMIUM=/path/to/chromium"
-    );
+    panic!("Chromium not found (no 'chromium' or 'chromium-browser' on the PATH, CHROMIUM unset): {INSTALL}");
 }
 
 /// Loads `url` in headless Chromium; returns (DOM after scripts ran, Chromium's log).
@@ -234,7 +240,7 @@ fn dump_dom(url: &str, screenshot: Option<&Path>) -> (String, String) {
         "--enable-logging=stderr",
         "--v=0",
         "--virtual-time-budget=10000",
-        "--window-size=1400,2400",
+        "--window-size=1400,3000",
     ])
     .arg(format!("--user-data-dir={}", profile.path().display()));
     match screenshot {
@@ -374,6 +380,10 @@ fn web_page_draws_the_stored_data_in_chromium() {
 
     if let Ok(shot) = std::env::var("INFERWATT_WEB_SCREENSHOT") {
         dump_dom(&format!("{base}/?token={TOKEN}"), Some(Path::new(&shot)));
+        dump_dom(
+            &format!("{base}/"),
+            Some(Path::new(&format!("{shot}.401.png"))),
+        );
     }
 
     // With the token.
@@ -537,6 +547,42 @@ fn web_page_draws_the_stored_data_in_chromium() {
             s.name
         );
     }
+
+    // The period picker, preset from the URL: the last day holds all of the data, in
+    // hourly buckets from a day ago.
+    let (dom, log) = dump_dom(&format!("{base}/?token={TOKEN}&period=day"), None);
+    let problems = console_problems(&log, &[]);
+    assert!(
+        problems.is_empty(),
+        "console errors:\n{}",
+        problems.join("\n")
+    );
+    let errors = inner(&dom, "id=\"errors\"", "div");
+    assert!(
+        errors.trim().is_empty(),
+        "the page reported errors: {errors}"
+    );
+    let llama = elements(&dom, "path")
+        .into_iter()
+        .find(|a| {
+            a.get("data-model").map(String::as_str) == Some("llama")
+                && a.get("data-metric").map(String::as_str) == Some("energy_kwh")
+        })
+        .expect("llama's energy series for the last day");
+    let values: Vec<f64> = llama["data-values"]
+        .split(',')
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    assert!(
+        (24..=25).contains(&values.len()),
+        "hourly buckets over a day: {values:?}"
+    );
+    let want: f64 = expected(|l| l.model == "llama").iter().map(|w| w[0]).sum();
+    let got: f64 = values.iter().sum();
+    assert!(
+        (got - want).abs() <= 1e-9 * want,
+        "last day: {got} kWh, want {want}"
+    );
 
     // Without the token: the 401, said clearly, and no JavaScript error.
     let (dom, log) = dump_dom(&format!("{base}/"), None);

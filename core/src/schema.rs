@@ -139,11 +139,13 @@ impl GpuInterval {
         if let Some(v) = self.util_pct {
             p = p.float("util_pct", v);
         }
+        // Signed integers, not `u`: InfluxDB 1.x refuses unsigned fields, and these
+        // values fit an i64 for millions of years.
         if let Some(v) = self.mem_used_bytes {
-            p = p.uint("mem_used_bytes", v);
+            p = p.int("mem_used_bytes", i64::try_from(v).unwrap_or(i64::MAX));
         }
         if let Some(v) = self.energy_counter_mj {
-            p = p.uint("energy_counter_mj", v);
+            p = p.int("energy_counter_mj", i64::try_from(v).unwrap_or(i64::MAX));
         }
         p.float("interval_s", self.interval_s)
             .string("source", self.source.as_str())
@@ -292,7 +294,7 @@ mod tests {
         assert_eq!(
             line,
             "gpu,gpu_index=0,gpu_name=NVIDIA\\ H100,gpu_uuid=GPU-1,host=h1,site=fra1 \
-             energy_j=100,power_w=100,mem_used_bytes=1u,energy_counter_mj=5u,interval_s=1,source=\"counter\" 7"
+             energy_j=100,power_w=100,mem_used_bytes=1i,energy_counter_mj=5i,interval_s=1,source=\"counter\" 7"
         );
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use inferwatt_core::lineproto::{self, FieldValue, Point};
+use inferwatt_core::lineproto::{self, Point};
 use inferwatt_tests::fleet::{Fleet, LLAMACPP_MODEL, SGLANG_MODEL, VLLM_MODEL};
 use inferwatt_tests::harness::{self, Proc};
 use serde_json::Value;
@@ -659,20 +659,9 @@ fn every_dashboard_query_returns_data_from_real_servers() {
     )
     .expect("CREATE DATABASE");
     assert_eq!(status, 200, "CREATE DATABASE: {body}");
-    // InfluxDB 1.x OSS rejects unsigned integer fields (`12u`, which the agent writes
-    // for mem_used_bytes and energy_counter_mj): load them as signed integers, as
-    // Telegraf does without `influx_uint_support`.
-    let points: Vec<Point> = harness::read_points(&lp)
-        .into_iter()
-        .map(|mut p| {
-            for (_, v) in &mut p.fields {
-                if let FieldValue::UInt(u) = v {
-                    *v = FieldValue::Int(i64::try_from(*u).expect("fits in i64"));
-                }
-            }
-            p
-        })
-        .collect();
+    // The agent's own line protocol, as written: InfluxDB 1.x refuses unsigned integer
+    // fields, so the agent writes its integer fields signed.
+    let points: Vec<Point> = harness::read_points(&lp);
     assert!(points.iter().any(|p| p.measurement == "gpu"));
     let body = lineproto::encode(&points).expect("encode");
     let (status, body) = http_post(

@@ -1,5 +1,5 @@
 //! Report formats: one file per format, each a pure function of a computed
-//! [`Report`](crate::indicators::Report) (no arithmetic here beyond unit display).
+//! [`Report`] (no arithmetic here beyond unit display).
 //! [`render`] picks the format; the exports users' tools already read (Hugging Face model
 //! card, CodeCarbon `emissions.csv`, Impact Framework manifest) live in [`exports`].
 

@@ -1,5 +1,5 @@
 //! InfluxDB line protocol: the data model ([`Point`], [`FieldValue`]), the encoder
-//! ([`Point::to_line`], [`encode`]) and the decoder ([`decode`]).
+//! ([`Point::to_line`], [`encode`]) and the decoder ([`decode()`]).
 //!
 //! Grammar: `measurement(,tag=value)* field=value(,field=value)* [timestamp]`.
 //! The decoder is checked against influxdata's conformance corpus

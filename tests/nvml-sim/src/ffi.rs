@@ -105,6 +105,16 @@ fn load_scenario() -> Result<Loaded, Ret> {
     })
 }
 
+/// When each pid was last seen alive (Unix ms), so that the samples of a process that
+/// exited stay in the "driver's" buffer up to its exit.
+fn last_alive() -> std::sync::MutexGuard<'static, std::collections::HashMap<u32, i64>> {
+    static LAST_ALIVE: OnceLock<Mutex<std::collections::HashMap<u32, i64>>> = OnceLock::new();
+    LAST_ALIVE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A validated device handle together with the state it belongs to.
 struct Dev {
     l: Arc<Loaded>,
@@ -130,7 +140,18 @@ impl Dev {
         }
     }
     fn alive(&self, pid: u32) -> bool {
-        !self.l.scenario.check_alive || Path::new(&format!("/proc/{pid}")).exists()
+        let alive = !self.l.scenario.check_alive || Path::new(&format!("/proc/{pid}")).exists();
+        if alive {
+            last_alive().insert(pid, now_ms());
+        }
+        alive
+    }
+    /// Whether a utilisation sample of `pid` ending at `sample_unix_ms` is in the
+    /// driver's buffer: the process is alive, or was seen alive at or after that time
+    /// (the buffer keeps the samples of a process that has since exited; a pid never
+    /// seen alive has none).
+    fn sampled(&self, pid: u32, sample_unix_ms: i64) -> bool {
+        self.alive(pid) || last_alive().get(&pid).is_some_and(|&t| t >= sample_unix_ms)
     }
     /// Processes this handle lists now: (pid, used bytes, gi, ci).
     fn processes(&self) -> Vec<(u32, u64, c_uint, c_uint)> {
@@ -873,8 +894,9 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
             return Err(NOT_SUPPORTED);
         }
         let samples: Vec<ProcessUtilizationSample> = g
-            .util_samples(d.l.epoch_ms, d.t_ms(), last_seen, |pid| d.alive(pid))
+            .util_samples(d.l.epoch_ms, d.t_ms(), last_seen, |_| true)
             .into_iter()
+            .filter(|s| d.sampled(s.pid, (s.timestamp_us / 1000) as i64))
             .map(|s: UtilSample| ProcessUtilizationSample {
                 pid: s.pid,
                 time_stamp: s.timestamp_us,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The scenario file could not be read.
-    #[error("cannot read scenario file '{path}': {source}; set FAKE_NVML_SCENARIO to an existing JSON file")]
+    #[error("cannot read scenario file '{path}': {source}; give the path of an existing scenario JSON file")]
     Read {
         /// The path that was tried.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum SimError {
         "scenario '{origin}' is not valid: {source}; see tests/nvml-sim/README.md for the format"
     )]
     Parse {
-        /// The file (or "<string>").
+        /// The file (or `<string>`).
         origin: String,
         /// The serde error, with line and column.
         source: serde_json::Error,
@@ -33,7 +33,7 @@ pub enum SimError {
     /// The JSON parsed but a value is out of range or inconsistent.
     #[error("scenario '{origin}': {key} = '{value}' is invalid: {fix}")]
     Invalid {
-        /// The file (or "<string>").
+        /// The file (or `<string>`).
         origin: String,
         /// The JSON path of the offending key, e.g. `gpus[0].max_w`.
         key: String,
@@ -671,7 +671,10 @@ mod tests {
             Err(SimError::Parse { .. })
         ));
         let e = Scenario::load(Path::new("/nonexistent/scenario.json")).expect_err("missing file");
-        assert!(e.to_string().contains("FAKE_NVML_SCENARIO"), "{e}");
+        assert!(
+            e.to_string().contains("'/nonexistent/scenario.json'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -218,7 +218,12 @@ fn processes_memory_and_utilization() {
     assert_eq!((util.gpu, util.memory), (60, 30));
 
     let samples = d.process_utilization_stats(None).expect("samples");
-    assert_eq!(samples.len(), 100, "10 s of 100-ms samples of the live pid");
+    let pids: std::collections::BTreeSet<_> = samples.iter().map(|s| (s.pid, s.sm_util)).collect();
+    assert_eq!(
+        samples.len(),
+        100,
+        "10 s of 100-ms samples of the live pid {pid}: {pids:?}"
+    );
     assert!(samples
         .iter()
         .all(|s| s.pid == pid && s.sm_util == 50 && s.mem_util == 25));

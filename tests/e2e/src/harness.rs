@@ -69,12 +69,10 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Path of the simulated NVML library.
+/// Path of the simulated NVML library (built on demand).
 pub fn sim_library() -> PathBuf {
     ensure_built();
-    let p = target_dir().join("libnvml_sim.so");
-    assert!(p.exists(), "{} missing after build", p.display());
-    p
+    crate::nvml_sim_library()
 }
 
 /// A free TCP port on 127.0.0.1.

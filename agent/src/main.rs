@@ -25,11 +25,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sample the GPUs and publish (the default).
+    #[command(
+        after_help = "Examples:\n  inferwatt-agent run --config /etc/inferwatt/agent.toml\n  INFERWATT_LOG=debug inferwatt-agent run\n\nStops cleanly on SIGTERM or SIGINT."
+    )]
     Run,
     /// Show what the agent finds on this host: GPUs, processes and their models,
     /// which NVML functions work, and what it would ship.
+    #[command(
+        after_help = "Examples:\n  inferwatt-agent check\n  inferwatt-agent check --config agent.toml\n  INFERWATT_NVML_LIB=/usr/lib64/libnvidia-ml.so.1 inferwatt-agent check"
+    )]
     Check,
     /// Print the example configuration, every key with its default.
+    #[command(
+        after_help = "Example:\n  inferwatt-agent example-config > /etc/inferwatt/agent.toml"
+    )]
     ExampleConfig,
 }
 

@@ -282,8 +282,10 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Report { args, format } => {
+            let spinner = progress_spinner("reading the period's rows and computing the report");
             let report = report_of(&args)?;
             let text = inferwatt_collector::report::render(&report, format)?;
+            spinner.finish_and_clear();
             emit(args.out.as_deref(), &text)?;
         }
         Command::Export {
@@ -291,8 +293,10 @@ fn main() -> anyhow::Result<()> {
             format,
             model,
         } => {
+            let spinner = progress_spinner("reading the period's rows and computing the export");
             let report = report_of(&args)?;
             let text = reporting::render_export(&report, format, model.as_deref().unwrap_or(""))?;
+            spinner.finish_and_clear();
             emit(args.out.as_deref(), &text)?;
         }
         Command::Import {
@@ -314,8 +318,18 @@ fn main() -> anyhow::Result<()> {
                 "nvidia-smi" => Some(CsvFormat::NvidiaSmi),
                 _ => None,
             };
+            let bar = import_bar(&file);
             let o = match csv {
-                None => import::import_file(&store, &file, precision, min)?,
+                None => import::import_file_with_progress(
+                    &store,
+                    &file,
+                    precision,
+                    min,
+                    &mut |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    },
+                )?,
                 Some(f) => import::import_csv_file(
                     &store,
                     &file,
@@ -325,6 +339,7 @@ fn main() -> anyhow::Result<()> {
                     min,
                 )?,
             };
+            bar.finish_and_clear();
             println!(
                 "imported '{}': {} points written, {} duplicates ignored ({} with different values), {} older than the raw retention skipped",
                 file.display(),
@@ -336,4 +351,25 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A spinner on stderr for a step that can take a while; drawn only on a terminal.
+fn progress_spinner(message: &'static str) -> indicatif::ProgressBar {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
+}
+
+/// The import's progress bar on stderr (points written of the file's total); drawn only
+/// on a terminal.
+fn import_bar(file: &std::path::Path) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} points ({eta} left)")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("importing '{}'", file.display()));
+    bar
 }

@@ -79,6 +79,17 @@ pub fn import_file(
     precision: Precision,
     min_ts_ns: Option<i64>,
 ) -> Result<WriteOutcome, ImportError> {
+    import_file_with_progress(store, path, precision, min_ts_ns, &mut |_, _| {})
+}
+
+/// [`import_file`], reporting the write's progress (`done`, `total` points).
+pub fn import_file_with_progress(
+    store: &Store,
+    path: &Path,
+    precision: Precision,
+    min_ts_ns: Option<i64>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<WriteOutcome, ImportError> {
     let raw = std::fs::read(path).map_err(|source| ImportError::Read {
         path: path.to_path_buf(),
         source,
@@ -93,5 +104,15 @@ pub fn import_file(
         Encoding::Identity
     };
     let text = body::decode_content(raw, encoding, u64::MAX - 1).map_err(|e| rejected(e.into()))?;
-    super::ingest_bytes(store, &text, precision, None, min_ts_ns, crate::now_ns()).map_err(rejected)
+    super::ingest_points_with_progress(
+        store,
+        &text,
+        precision,
+        None,
+        min_ts_ns,
+        crate::now_ns(),
+        progress,
+    )
+    .map(|(outcome, _)| outcome)
+    .map_err(rejected)
 }

@@ -148,6 +148,27 @@ pub fn ingest_points(
     min_ts_ns: Option<i64>,
     now_ns: i64,
 ) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
+    ingest_points_with_progress(
+        store,
+        body,
+        precision,
+        binding,
+        min_ts_ns,
+        now_ns,
+        &mut |_, _| {},
+    )
+}
+
+/// [`ingest_points`], reporting the write's progress (`done`, `total` points).
+pub fn ingest_points_with_progress(
+    store: &Store,
+    body: &[u8],
+    precision: Precision,
+    binding: Option<&Binding>,
+    min_ts_ns: Option<i64>,
+    now_ns: i64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
     let points =
         lineproto::decode(body, precision, now_ns).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Err(r) = auth::authorize(binding, &points) {
@@ -158,7 +179,7 @@ pub fn ingest_points(
             ApiError::Invalid(msg)
         });
     }
-    match store.write(&points, min_ts_ns) {
+    match store.write_with_progress(&points, min_ts_ns, progress) {
         Ok(o) => Ok((o, points)),
         Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
             "{}: {reason}",

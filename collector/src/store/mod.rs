@@ -120,6 +120,17 @@ impl Store {
         points: &[Point],
         min_ts_ns: Option<i64>,
     ) -> Result<WriteOutcome, StoreError> {
+        self.write_with_progress(points, min_ts_ns, &mut |_, _| {})
+    }
+
+    /// [`Store::write`], calling `progress(done, total)` every 10,000 points (for the
+    /// CLI's progress bar on long imports).
+    pub fn write_with_progress(
+        &self,
+        points: &[Point],
+        min_ts_ns: Option<i64>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<WriteOutcome, StoreError> {
         let typed = points
             .iter()
             .enumerate()
@@ -138,6 +149,9 @@ impl Store {
             let mut stored_fields =
                 tx.prepare_cached("SELECT fields FROM points WHERE series_id = ?1 AND ts = ?2")?;
             for (index, (p, t)) in points.iter().zip(&typed).enumerate() {
+                if index % 10_000 == 0 {
+                    progress(index, points.len());
+                }
                 let Some(ts) = p.timestamp else {
                     return Err(StoreError::InvalidPoint {
                         index,

@@ -34,6 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the write API, /metrics and /healthz.
+    #[command(
+        after_help = "Examples:\n  inferwatt-collector serve --config /etc/inferwatt/collector.toml\n  INFERWATT_COLLECTOR_CONFIG=collector.toml inferwatt-collector serve\n\nStops cleanly on SIGTERM or SIGINT. Exit codes: 0 success, 1 failure, 2 bad command line."
+    )]
     Serve {
         /// Config file (TOML); defaults apply without one.
         #[arg(long, env = "INFERWATT_COLLECTOR_CONFIG")]
@@ -172,6 +175,9 @@ Exit codes: 0 success, 1 nothing imported (message names the line and column), 2
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Create a token bound to a site and host, store its hash, print it once.
+    #[command(
+        after_help = "Examples:\n  inferwatt-collector token create --site fra1 --host gpu-host-1\n  inferwatt-collector token create --site fra1 --host '*' --db /var/lib/inferwatt/inferwatt.db\n\nThe token goes to stdout (once), the note about it to stderr. Exit codes: 0 success, 1 failure, 2 bad command line."
+    )]
     Create {
         /// The `site` tag the token may write.
         #[arg(long)]

@@ -56,9 +56,18 @@ pub type Endpoints = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// The last counter reading per GPU, persisted so that a restart attributes what the
 /// counters advanced while the agent was down to `_unattributed`.
+///
+/// It is a write-ahead record: saved *before* an interval's points go to the sinks,
+/// with those points (`pending`, line protocol). A restart re-delivers `pending` where
+/// it did not arrive (the file sink checks its tail; the collector deduplicates a
+/// re-sent batch), so a kill between the two writes neither loses nor doubles the
+/// interval, and the downtime starts exactly where the last interval ended.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
     pub gpus: BTreeMap<String, SavedReading>,
+    /// The last interval's points, as line protocol.
+    #[serde(default)]
+    pub pending: Option<String>,
 }
 
 /// One GPU's last reading.
@@ -528,12 +537,23 @@ impl<R: GpuReader> Sampler<R> {
         }
     }
 
-    /// Persists the last readings; call after the interval's points are durable.
-    pub fn persist_state(&self) {
-        if let Err(e) = self.state.save(&self.cfg.state.dir) {
+    /// Persists the last readings with the interval's points (`body`); call before the
+    /// points go to the sinks. Returns whether the state is durable.
+    pub fn persist_state(&mut self, body: &str) -> bool {
+        self.state.pending = Some(body.to_string());
+        let saved = self.state.save(&self.cfg.state.dir);
+        self.state.pending = None;
+        if let Err(e) = saved {
             self.count_error("state_write");
             tracing::warn!(error = %e, dir = %self.cfg.state.dir.display(), "cannot write the agent state");
+            return false;
         }
+        true
+    }
+
+    /// The previous run's last interval, which a kill may have kept from the sinks.
+    pub fn take_pending(&mut self) -> Option<String> {
+        self.state.pending.take()
     }
 
     fn host_energy(
@@ -931,19 +951,26 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
         host = %sampler.origin().host,
         "sampling"
     );
+    // The previous run's last interval, if a kill came between its state and its sinks.
+    if let Some(body) = sampler.take_pending() {
+        redeliver(&body, file.as_mut(), ship.as_ref().map(|(h, _)| h));
+    }
     while !stop.load(Ordering::SeqCst) {
         let out = sampler.sample();
         let points = out.points(sampler.origin());
-        let mut durable = true;
+        match inferwatt_core::lineproto::encode(&points) {
+            Ok(body) => {
+                sampler.persist_state(&body);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode this interval"),
+        }
         if let Some(f) = file.as_mut() {
             if let Err(e) = f.write(&points) {
-                durable = false;
                 tracing::warn!(error = %e, "file sink write failed");
             }
         }
         if let Some((handle, _)) = &ship {
             if let Err(e) = handle.enqueue(&points) {
-                durable = false;
                 tracing::warn!(error = %e, "cannot spool this interval");
             }
             let s = handle.stats();
@@ -979,9 +1006,6 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
                 s.folded_points_total as f64,
             );
         }
-        if durable {
-            sampler.persist_state();
-        }
         // Absolute schedule: the next tick is the next multiple of the interval.
         k += 1;
         let mut next = start + interval * k;
@@ -1004,6 +1028,40 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Delivers the previous run's last interval where it did not arrive: the file sink
+/// unless the file already ends with it; the spool always (the collector deduplicates
+/// a batch it already has, by series and timestamp).
+fn redeliver(body: &str, file: Option<&mut FileSink>, ship: Option<&inferwatt_ship::ShipHandle>) {
+    if let Some(f) = file {
+        match f.ends_with(body) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("writing the last interval of the previous run, which its stop kept from the file");
+                if let Err(e) = f.write_raw(body) {
+                    tracing::warn!(error = %e, "file sink write failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the file sink's tail"),
+        }
+    }
+    if let Some(h) = ship {
+        match inferwatt_core::lineproto::decode(
+            body.as_bytes(),
+            inferwatt_core::lineproto::Precision::Nanoseconds,
+            0,
+        ) {
+            Ok(points) => {
+                if let Err(e) = h.enqueue(&points) {
+                    tracing::warn!(error = %e, "cannot spool the previous run's last interval");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the saved last interval is not valid line protocol")
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -50,12 +50,36 @@ impl FileSink {
     /// Writes one interval's points in one `write` call.
     pub fn write(&mut self, points: &[Point]) -> Result<(), FileSinkError> {
         let body = encode(points)?;
+        self.write_raw(&body)
+    }
+
+    /// Appends encoded line protocol in one `write` call.
+    pub fn write_raw(&mut self, body: &str) -> Result<(), FileSinkError> {
         self.file
             .write_all(body.as_bytes())
             .map_err(|source| FileSinkError::Write {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// Whether the file ends with `body` (an interval already written).
+    pub fn ends_with(&self, body: &str) -> Result<bool, FileSinkError> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let read_err = |source| FileSinkError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut f = File::open(&self.path).map_err(read_err)?;
+        let len = f.metadata().map_err(read_err)?.len();
+        let n = body.len() as u64;
+        if n > len {
+            return Ok(false);
+        }
+        f.seek(SeekFrom::Start(len - n)).map_err(read_err)?;
+        let mut tail = Vec::with_capacity(body.len());
+        f.read_to_end(&mut tail).map_err(read_err)?;
+        Ok(tail == body.as_bytes())
     }
 }
 
@@ -76,5 +100,8 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             "m f=1 1\nm f=2 2\n"
         );
+        assert!(s.ends_with("m f=2 2\n").expect("tail"));
+        assert!(!s.ends_with("m f=1 1\n").expect("tail"));
+        assert!(!s.ends_with(&"x".repeat(100)).expect("tail"));
     }
 }

@@ -74,6 +74,23 @@ fn energy_while_the_agent_was_down_is_unattributed_not_lost() {
         (gpu_intervals(&harness::read_points(&out)) >= 5).then_some(())
     });
     first.signal("KILL");
+    // The worst moment for a kill: after the state was saved, before the interval
+    // reached the file. Recreate it: cut the last interval (the state's write-ahead
+    // copy) off the file; the restarted agent must write it, once.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("state").join("state.json")).expect("state file"),
+    )
+    .expect("state JSON");
+    let pending = state["pending"]
+        .as_str()
+        .expect("the state holds the last interval")
+        .to_string();
+    let text = std::fs::read_to_string(&out).expect("file sink");
+    assert!(
+        text.ends_with(&pending),
+        "the state's last interval is the file's tail"
+    );
+    std::fs::write(&out, &text[..text.len() - pending.len()]).expect("cut the tail");
     let before = gpu_intervals(&harness::read_points(&out));
     std::thread::sleep(Duration::from_secs(4)); // the downtime itself, not a wait for a condition
     let mut second = agent();
@@ -81,6 +98,14 @@ fn energy_while_the_agent_was_down_is_unattributed_not_lost() {
         (gpu_intervals(&harness::read_points(&out)) >= before + 7).then_some(())
     });
     second.signal("TERM");
+    assert_eq!(
+        std::fs::read_to_string(&out)
+            .expect("file sink")
+            .matches(&pending)
+            .count(),
+        1,
+        "the interval a kill kept from the file is written once on restart"
+    );
 
     let points = harness::read_points(&out);
     let epoch_ns = epoch * 1_000_000;

@@ -1,9 +1,11 @@
 //! The whole path on the simulated fleet: agent (simulated driver, three model servers
 //! replaying real request traces) → durable shipping → collector (embedded SQLite) →
-//! report. The collector is stopped for 30 s mid-run and restarted: what it stores
+//! report. The collector is stopped for 30 s mid-run and restarted, then the agent is
+//! killed with SIGKILL and restarted: what the collector stores
 //! equals what the agent measured (0 J lost, 0 J doubled), per-GPU energy matches the
 //! simulator's ground truth, per-model energy in the report matches ground truth
-//! within 2%, and every indicator equals an independent computation from the factors.
+//! within 2%, the agent's downtime is `_unattributed`, and every indicator equals an
+//! independent computation from the factors.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,13 +106,16 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
         ),
     )
     .expect("agent config");
-    let mut agent = Proc::spawn(
-        "inferwatt-agent",
-        Command::new(harness::bin("inferwatt-agent"))
-            .args(["run", "--config"])
-            .arg(&agent_config)
-            .env("FAKE_NVML_SCENARIO", &fleet.scenario_path),
-    );
+    let start_agent = || {
+        Proc::spawn(
+            "inferwatt-agent",
+            Command::new(harness::bin("inferwatt-agent"))
+                .args(["run", "--config"])
+                .arg(&agent_config)
+                .env("FAKE_NVML_SCENARIO", &fleet.scenario_path),
+        )
+    };
+    let mut agent = start_agent();
     let gpu_points = || {
         harness::read_points(&lp)
             .iter()
@@ -124,8 +129,16 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     coll.signal("TERM");
     std::thread::sleep(Duration::from_secs(30)); // the outage itself
     let mut coll = collector(&collector_config);
-    harness::wait_for("45 s of intervals", Duration::from_secs(60), || {
-        (gpu_points() >= 90).then_some(())
+    harness::wait_for("40 s of intervals", Duration::from_secs(60), || {
+        (gpu_points() >= 80).then_some(())
+    });
+    // The agent killed: its spool replays after the restart, and the energy of its
+    // downtime is `_unattributed`.
+    agent.signal("KILL");
+    std::thread::sleep(Duration::from_secs(3)); // the downtime itself
+    let mut agent = start_agent();
+    harness::wait_for("50 s of intervals", Duration::from_secs(60), || {
+        (gpu_points() >= 100).then_some(())
     });
 
     // Everything the agent measured reaches the collector, once.
@@ -153,14 +166,20 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
 
     // Per-GPU: the agent's intervals against ground truth.
     let epoch_ns = epoch * 1_000_000;
-    let mut by_gpu: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+    let mut by_gpu: BTreeMap<String, Vec<(f64, f64, f64, bool)>> = BTreeMap::new();
+    let mut gap_j = 0.0;
     for p in points.iter().filter(|p| p.measurement == "gpu") {
         let end = (p.timestamp.expect("ts") - epoch_ns) as f64 / 1e9;
+        let gap = p.field_value("source").and_then(|v| v.as_str()) == Some("gap");
+        if gap {
+            gap_j += field(p, "energy_j");
+        }
         by_gpu
             .entry(p.tag_value("gpu_uuid").expect("uuid").to_string())
             .or_default()
-            .push((end - field(p, "interval_s"), end, field(p, "energy_j")));
+            .push((end - field(p, "interval_s"), end, field(p, "energy_j"), gap));
     }
+    assert!(gap_j > 0.0, "the agent's downtime shows as gap intervals");
     let models: BTreeMap<u32, &str> = fleet.models().into_iter().collect();
     let mut expected_model_j: BTreeMap<&str, f64> = BTreeMap::new();
     for (uuid, rows) in &by_gpu {
@@ -177,8 +196,9 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
             "{uuid}: {got} J vs truth {} J",
             t.energy_j
         );
-        // Ground truth per model, idle following active per interval (resident policy).
-        for (a, b, _) in rows {
+        // Ground truth per model, idle following active per interval (resident policy);
+        // the downtime is not any model's.
+        for (a, b, _, _) in rows.iter().filter(|r| !r.3) {
             let tw = sim.truth(*a, *b);
             let g = tw.gpus.iter().find(|g| &g.uuid == uuid).expect("gpu truth");
             let total: f64 = g.processes.iter().map(|p| p.active_j).sum();
@@ -306,6 +326,18 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     assert!(
         output_tokens.values().any(|t| *t > 0.0),
         "the servers' token counters were scraped"
+    );
+    // The agent's downtime is in the report, as `_unattributed`, never dropped.
+    let unattributed = by_model
+        .iter()
+        .find(|r| r["model"] == "_unattributed")
+        .expect("an _unattributed row for the agent's downtime");
+    let e = &unattributed["energy_kwh"];
+    let got_j =
+        (e["gpu_active"].as_f64().unwrap_or(0.0) + e["gpu_idle"].as_f64().unwrap_or(0.0)) * 3.6e6;
+    assert!(
+        (got_j - gap_j).abs() <= 1e-6 * gap_j,
+        "_unattributed {got_j} J vs downtime {gap_j} J"
     );
     drop(fleet);
 }

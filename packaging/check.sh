@@ -90,5 +90,8 @@ echo "== packaging: container files"
 echo "== packaging: Kubernetes manifests"
 "$work/venv/bin/kubernetes-validate" --strict --quiet \
   packaging/kubernetes/namespace.yaml packaging/kubernetes/collector.yaml packaging/kubernetes/agent.yaml
-"$work/venv/bin/python" packaging/check.py kubernetes target/debug/inferwatt-agent
+# Where cargo put the binaries (CARGO_TARGET_DIR or a cargo config may move target/).
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+"$work/venv/bin/python" packaging/check.py kubernetes "$target_dir/debug/inferwatt-agent"
 echo "packaging: all checks passed"

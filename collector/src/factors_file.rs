@@ -8,16 +8,20 @@
 //! then what the agent reported for the site ([`SiteRow`]), then a cited reference
 //! (`inferwatt_core::factors`). Grid intensity: `intensity_g_per_kwh`, else the built-in
 //! table by zone, then by country; neither known → an error naming the site.
+//! PUE and WUE are a per-site constant or a time series: `pue_wue_csv` (a CSV
+//! `datetime,pue,wue_l_per_kwh`, see [`PueWueSeries`]) applies per hour, and hours before
+//! its first row use the constant resolved as above.
 //! No formula lives here: arithmetic is in `inferwatt_core::footprint`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use inferwatt_core::factors::{
-    self, embodied_default, ewif_reference, grid_intensity, parse_hourly_csv, pue_reference,
-    zone_country, HourlyIntensity,
+    self, embodied_default, ewif_reference, grid_intensity, parse_hourly_csv, parse_iso8601_utc,
+    pue_reference, zone_country, HourlyIntensity,
 };
 use inferwatt_core::footprint::{self, FuelMix, MarketInputs};
+use inferwatt_core::units::j_to_kwh;
 use serde::{Deserialize, Serialize};
 
 use crate::indicators::{ReportInput, SiteRow};
@@ -59,6 +63,20 @@ pub enum FactorsFileError {
         key: String,
         csv: String,
         reason: String,
+    },
+    #[error("factors file '{file}', key '{key}': cannot read PUE/WUE CSV '{csv}': {reason}; check the path (relative to the factors file's folder)")]
+    PueWueCsvRead {
+        file: String,
+        key: String,
+        csv: String,
+        reason: String,
+    },
+    #[error("factors file '{file}', key '{key}': PUE/WUE CSV '{csv}', {fault}")]
+    PueWueCsv {
+        file: String,
+        key: String,
+        csv: String,
+        fault: Box<PueWueCsvFault>,
     },
 }
 
@@ -116,6 +134,11 @@ pub struct SiteFactors {
     /// Hourly intensity CSV (`datetime,zone,g_per_kwh` or an Electricity Maps export),
     /// relative to the factors file.
     pub hourly_intensity_csv: Option<PathBuf>,
+    /// PUE and WUE time series, relative to the factors file: a CSV with the header
+    /// `datetime,pue,wue_l_per_kwh`, ISO 8601 UTC times on the hour (hourly or coarser);
+    /// each row holds until the next, hours before the first use the constant `pue` /
+    /// `wue_l_per_kwh` (else the agent's, else the reference).
+    pub pue_wue_csv: Option<PathBuf>,
     /// Share of consumption covered by contractual instruments (0..=1).
     pub covered_share: Option<f64>,
     /// Emission factor of the instruments, gCO2e/kWh (0 for renewable PPAs).
@@ -209,9 +232,13 @@ pub struct ResolvedSite {
     pub site: String,
     pub country: String,
     pub zone: String,
+    /// Constant PUE; with `pue_wue`, only for hours before the series' first row.
     pub pue: f64,
+    /// Constant on-site WUE, L/kWh; with `pue_wue`, as `pue`.
     pub wue_l_per_kwh: f64,
     pub ewif_l_per_kwh: f64,
+    /// PUE/WUE series from `pue_wue_csv`; see [`ResolvedSite::pue_wue_at`].
+    pub pue_wue: Option<PueWueSeries>,
     /// Yearly (or overridden) location-based intensity, gCO2e/kWh.
     pub grid_g_per_kwh: f64,
     /// Hourly series; an hour it lacks falls back to `grid_g_per_kwh`.
@@ -233,6 +260,189 @@ impl ResolvedSite {
             .as_ref()
             .and_then(|h| h.at(&self.zone, unix_s))
             .unwrap_or(self.grid_g_per_kwh)
+    }
+
+    /// (PUE, WUE L/kWh) at `hour_start_ns`: the series' row in force, else the constants.
+    pub fn pue_wue_at(&self, hour_start_ns: i64) -> (f64, f64) {
+        let unix_s = hour_start_ns.div_euclid(1_000_000_000);
+        self.pue_wue
+            .as_ref()
+            .and_then(|s| s.at(unix_s))
+            .unwrap_or((self.pue, self.wue_l_per_kwh))
+    }
+}
+
+/// A per-site PUE/WUE time series (`pue_wue_csv`): rows sorted by time, each holding
+/// from its timestamp until the next row's (the last one indefinitely).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PueWueSeries {
+    /// (start unix seconds, PUE, WUE L/kWh), sorted, unique starts.
+    points: Vec<(i64, f64, f64)>,
+}
+
+/// Where and why a PUE/WUE CSV is wrong (1-based line, the column's header name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PueWueCsvFault {
+    pub line: usize,
+    pub column: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for PueWueCsvFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column '{}': {}",
+            self.line, self.column, self.reason
+        )
+    }
+}
+
+const PUE_WUE_HEADER: &str = "datetime,pue,wue_l_per_kwh";
+
+impl PueWueSeries {
+    /// (PUE, WUE) in force at `unix_s`; `None` before the first row.
+    pub fn at(&self, unix_s: i64) -> Option<(f64, f64)> {
+        let idx = self.points.partition_point(|(t, _, _)| *t <= unix_s);
+        let (_, pue, wue) = *self.points.get(idx.checked_sub(1)?)?;
+        Some((pue, wue))
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Parses `datetime,pue,wue_l_per_kwh` CSV text (columns in any order, each once; a
+    /// blank line is skipped). Times are ISO 8601 (no offset = UTC) on the hour; PUE ≥ 1,
+    /// WUE ≥ 0; rows in any order, a time given twice is an error.
+    pub fn parse(text: &str) -> Result<Self, PueWueCsvFault> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+            .filter(|(_, l)| !l.trim().is_empty());
+        let fault = |line: usize, column: &str, reason: String| PueWueCsvFault {
+            line,
+            column: column.to_owned(),
+            reason,
+        };
+        let (header_line, header) = lines.next().ok_or_else(|| {
+            fault(
+                1,
+                "header",
+                format!("the file is empty; write the header '{PUE_WUE_HEADER}' then one row per hour or longer step"),
+            )
+        })?;
+        let cells = |l: &str| -> Vec<String> {
+            l.split(',')
+                .map(|c| c.trim().trim_matches('"').trim().to_owned())
+                .collect()
+        };
+        let headers = cells(header);
+        let mut cols = [None::<usize>; 3];
+        for (i, h) in headers.iter().enumerate() {
+            let slot = match h.to_lowercase().as_str() {
+                "datetime" => 0,
+                "pue" => 1,
+                "wue_l_per_kwh" => 2,
+                _ => {
+                    return Err(fault(
+                        header_line,
+                        h,
+                        format!("'{h}' is not a known column; the header is '{PUE_WUE_HEADER}'"),
+                    ))
+                }
+            };
+            if cols[slot].replace(i).is_some() {
+                return Err(fault(
+                    header_line,
+                    h,
+                    format!("column '{h}' is given twice; the header is '{PUE_WUE_HEADER}'"),
+                ));
+            }
+        }
+        let [Some(dt_col), Some(pue_col), Some(wue_col)] = cols else {
+            return Err(fault(
+                header_line,
+                "header",
+                format!(
+                    "the header '{}' lacks a column; it is '{PUE_WUE_HEADER}'",
+                    header.trim()
+                ),
+            ));
+        };
+
+        let mut rows: BTreeMap<i64, (f64, f64, usize)> = BTreeMap::new();
+        for (line, text) in lines {
+            let row = cells(text);
+            if row.len() != headers.len() {
+                return Err(fault(
+                    line,
+                    "row",
+                    format!(
+                        "the row has {} cells but the header has {}; give every row '{PUE_WUE_HEADER}'",
+                        row.len(),
+                        headers.len()
+                    ),
+                ));
+            }
+            let raw_time = row[dt_col].as_str();
+            let start = parse_iso8601_utc(raw_time).map_err(|why| {
+                fault(
+                    line,
+                    &headers[dt_col],
+                    format!("'{raw_time}' is not an ISO 8601 time ({why}); write it as '2024-01-01T00:00:00Z'"),
+                )
+            })?;
+            if start.rem_euclid(3600) != 0 {
+                return Err(fault(
+                    line,
+                    &headers[dt_col],
+                    format!("'{raw_time}' is not on the hour (UTC); the series is hourly or coarser, write times as '2024-01-01T05:00:00Z'"),
+                ));
+            }
+            let number = |col: usize, what: &str| -> Result<f64, PueWueCsvFault> {
+                let raw = row[col].as_str();
+                raw.parse::<f64>().map_err(|_| {
+                    fault(
+                        line,
+                        &headers[col],
+                        format!("'{raw}' is not a number; write the {what} as e.g. '1.2'"),
+                    )
+                })
+            };
+            let place = |col: usize| format!("line {line}, column '{}'", headers[col]);
+            let pue = footprint::check_pue(&place(pue_col), number(pue_col, "PUE")?)
+                .map_err(|e| fault(line, &headers[pue_col], e.to_string()))?;
+            let wue =
+                footprint::check_non_negative(&place(wue_col), number(wue_col, "WUE in L/kWh")?)
+                    .map_err(|e| fault(line, &headers[wue_col], e.to_string()))?;
+            if let Some((_, _, first)) = rows.insert(start, (pue, wue, line)) {
+                return Err(fault(
+                    line,
+                    &headers[dt_col],
+                    format!(
+                        "'{raw_time}' was already given on line {first}; keep one row per time"
+                    ),
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return Err(fault(
+                header_line,
+                "header",
+                "the file has a header but no rows; add one row per hour or longer step".to_owned(),
+            ));
+        }
+        Ok(PueWueSeries {
+            points: rows.into_iter().map(|(t, (p, w, _))| (t, p, w)).collect(),
+        })
     }
 }
 
@@ -281,9 +491,19 @@ impl FactorsFile {
         }
         let mut names: BTreeSet<&str> = site_rows.keys().copied().collect();
         let mut gpus: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut it_kwh: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
         for r in &input.energy {
             names.insert(&r.site);
             gpus.entry(&r.site).or_default().insert(&r.gpu_name);
+            let kwh = footprint::it_energy_kwh(
+                j_to_kwh(r.active_j),
+                j_to_kwh(r.idle_j),
+                j_to_kwh(r.host_j),
+            );
+            it_kwh
+                .entry(&r.site)
+                .or_default()
+                .push((r.hour_start_ns, kwh));
         }
         for u in &input.usage {
             names.insert(&u.site);
@@ -296,6 +516,7 @@ impl FactorsFile {
             warnings: Vec::new(),
         };
         let empty = BTreeSet::new();
+        let no_energy = Vec::new();
         for name in names {
             let ctx = Ctx {
                 file,
@@ -306,6 +527,10 @@ impl FactorsFile {
             let site = ctx.resolve(
                 site_rows.get(name).copied(),
                 gpus.get(name).unwrap_or(&empty),
+                SiteEnergy {
+                    it_kwh: it_kwh.get(name).unwrap_or(&no_energy),
+                    from_ns: input.period.from_ns,
+                },
                 base_dir,
                 &mut out,
             )?;
@@ -313,6 +538,13 @@ impl FactorsFile {
         }
         Ok(out)
     }
+}
+
+/// A site's IT energy rows (hour start ns, kWh) and the period start, to weight the
+/// PUE/WUE series' mean printed in `methodology.factors`.
+struct SiteEnergy<'a> {
+    it_kwh: &'a [(i64, f64)],
+    from_ns: i64,
 }
 
 struct Ctx<'a> {
@@ -356,10 +588,19 @@ impl<'a> Ctx<'a> {
         &self,
         row: Option<&SiteRow>,
         gpu_names: &BTreeSet<&str>,
+        energy: SiteEnergy<'_>,
         base_dir: &Path,
         out: &mut ResolvedFactors,
     ) -> Result<ResolvedSite, FactorsFileError> {
         let site = self.site;
+        // A PUE/WUE series is read first: with one, the constants below are only the
+        // fallback before its first row, and are named so.
+        let pue_wue = self.pue_wue_series(base_dir)?;
+        let (pue_name, wue_name) = if pue_wue.is_some() {
+            ("pue_fallback", "wue_fallback")
+        } else {
+            ("pue", "wue")
+        };
         let mut push = |f: ReportFactor| out.factors.push(f);
 
         // Geography.
@@ -381,7 +622,7 @@ impl<'a> Ctx<'a> {
             let v = self.check(footprint::check_pue(&key, v))?;
             push(ReportFactor::new(
                 site,
-                "pue",
+                pue_name,
                 v,
                 "ratio",
                 format!("factors file '{}' ({key})", self.file),
@@ -400,12 +641,14 @@ impl<'a> Ctx<'a> {
                 )
             })?;
             let v = f.value;
-            push(ReportFactor::from_core(site, f));
+            let mut rf = ReportFactor::from_core(site, f);
+            rf.name = pue_name.to_owned();
+            push(rf);
             v
         } else if let Some(v) = row.map(|r| r.pue).filter(|p| p.is_finite() && *p >= 1.0) {
             push(ReportFactor::new(
                 site,
-                "pue",
+                pue_name,
                 v,
                 "ratio",
                 "site configuration reported by the agent".to_owned(),
@@ -421,6 +664,7 @@ impl<'a> Ctx<'a> {
             let v = f.value;
             let mut rf = ReportFactor::from_core(site, f);
             rf.source = format!("default (no PUE configured): {}", rf.source);
+            rf.name = pue_name.to_owned();
             push(rf);
             v
         };
@@ -431,7 +675,7 @@ impl<'a> Ctx<'a> {
             let v = self.check(footprint::check_non_negative(&key, v))?;
             push(ReportFactor::new(
                 site,
-                "wue",
+                wue_name,
                 v,
                 "L/kWh",
                 format!("factors file '{}' ({key})", self.file),
@@ -447,9 +691,49 @@ impl<'a> Ctx<'a> {
             } else {
                 format!("not configured: set 'sites.{site}.wue_l_per_kwh'")
             };
-            push(ReportFactor::new(site, "wue", v, "L/kWh", source));
+            push(ReportFactor::new(site, wue_name, v, "L/kWh", source));
             v
         };
+
+        // PUE/WUE series: its energy-weighted means over the period (IT energy for both,
+        // so mean × IT energy gives the report's facility energy and on-site water).
+        if let Some((series, csv)) = &pue_wue {
+            let at = |ns: i64| {
+                series
+                    .at(ns.div_euclid(1_000_000_000))
+                    .unwrap_or((pue, wue))
+            };
+            let total: f64 = energy.it_kwh.iter().map(|(_, e)| e).sum();
+            let (mean_pue, mean_wue) = if total > 0.0 {
+                let (p, w) = energy.it_kwh.iter().fold((0.0, 0.0), |(p, w), (h, e)| {
+                    let (hp, hw) = at(*h);
+                    (p + e * hp, w + e * hw)
+                });
+                (p / total, w / total)
+            } else {
+                at(energy.from_ns)
+            };
+            let source = |fallback: &str| {
+                format!(
+                    "time series '{csv}' ({} rows); energy-weighted mean over the period, hours before its first row at {fallback}",
+                    series.len()
+                )
+            };
+            push(ReportFactor::new(
+                site,
+                "pue",
+                mean_pue,
+                "ratio",
+                source("pue_fallback"),
+            ));
+            push(ReportFactor::new(
+                site,
+                "wue",
+                mean_wue,
+                "L/kWh",
+                source("wue_fallback"),
+            ));
+        }
 
         // Off-site water.
         let ewif = if let Some((v, key)) = self.pick(|s| s.ewif_l_per_kwh) {
@@ -727,6 +1011,7 @@ impl<'a> Ctx<'a> {
             pue,
             wue_l_per_kwh: wue,
             ewif_l_per_kwh: ewif,
+            pue_wue: pue_wue.map(|(series, _)| series),
             grid_g_per_kwh: grid,
             hourly,
             market,
@@ -734,6 +1019,38 @@ impl<'a> Ctx<'a> {
             server_embodied_kg_per_gpu: server_kg,
             lifetime_years,
         })
+    }
+}
+
+impl Ctx<'_> {
+    /// The site's `pue_wue_csv`, read and parsed, with the path it was read from.
+    fn pue_wue_series(
+        &self,
+        base_dir: &Path,
+    ) -> Result<Option<(PueWueSeries, String)>, FactorsFileError> {
+        let Some((path, key)) = self.pick(|s| s.pue_wue_csv.clone()) else {
+            return Ok(None);
+        };
+        let key = format!("{key}.pue_wue_csv");
+        let full = if path.is_absolute() {
+            path
+        } else {
+            base_dir.join(path)
+        };
+        let csv = full.display().to_string();
+        let text = std::fs::read_to_string(&full).map_err(|e| FactorsFileError::PueWueCsvRead {
+            file: self.file.to_owned(),
+            key: key.clone(),
+            csv: csv.clone(),
+            reason: e.to_string(),
+        })?;
+        let series = PueWueSeries::parse(&text).map_err(|f| FactorsFileError::PueWueCsv {
+            file: self.file.to_owned(),
+            key,
+            csv: csv.clone(),
+            fault: Box::new(f),
+        })?;
+        Ok(Some((series, csv)))
     }
 }
 

@@ -4,7 +4,8 @@
 //! serialises exactly to `inferwatt.report/v1`.
 //!
 //! Every formula is `inferwatt_core::footprint`'s; this module only applies them per
-//! hourly energy row (so an hourly intensity series can apply) and sums. Conventions:
+//! hourly energy row (so an hourly intensity series and a PUE/WUE series can apply) and
+//! sums. Conventions:
 //! - intensities per 1,000 output tokens and per request use location-based emissions
 //!   (operational, no embodied); SCI adds embodied; market-based never enters either;
 //! - embodied per row = (GPU + server-per-GPU kg) over the lifetime, for the row's
@@ -452,11 +453,12 @@ pub fn compute_with(
         a.it_kwh = it_energy_kwh(a.active_kwh, a.idle_kwh, a.host_kwh);
         match factors.sites.get(&r.site) {
             Some(s) => {
-                a.facility_kwh = facility_energy_kwh(a.it_kwh, s.pue);
+                let (pue, wue) = s.pue_wue_at(r.hour_start_ns);
+                a.facility_kwh = facility_energy_kwh(a.it_kwh, pue);
                 a.location_g =
                     location_emissions_g(a.facility_kwh, s.intensity_at(r.hour_start_ns));
                 a.market_g = market_emissions_g(a.facility_kwh, &s.market).grams;
-                let w = water_l(a.it_kwh, s.pue, s.wue_l_per_kwh, s.ewif_l_per_kwh);
+                let w = water_l(a.it_kwh, pue, wue, s.ewif_l_per_kwh);
                 a.onsite_l = w.onsite_l;
                 a.offsite_l = w.offsite_l;
                 let gpu_kg = s.gpu_embodied_kg.get(&r.gpu_name).copied().unwrap_or(0.0);

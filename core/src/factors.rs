@@ -16,7 +16,7 @@ pub use grid::{
     builtin_attributions, check_builtin_tables, country_intensity, grid_intensity, zone_country,
     zone_intensity, GridIntensity,
 };
-pub use hourly::{parse_hourly_csv, HourlyIntensity};
+pub use hourly::{parse_hourly_csv, parse_iso8601_utc, HourlyIntensity};
 
 /// Why a factor table or factor file is not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -284,8 +284,8 @@ fn digits(s: &str, what: &str) -> Result<i64, String> {
 }
 
 /// Parses `YYYY-MM-DD[T| ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]` to unix seconds; no offset
-/// means UTC.
-pub(crate) fn parse_iso8601_utc(s: &str) -> Result<i64, String> {
+/// means UTC. The error says what is wrong, for the caller to place (file, line, column).
+pub fn parse_iso8601_utc(s: &str) -> Result<i64, String> {
     let s = s.trim();
     let (date, rest) = s
         .split_once(['T', 't', ' '])

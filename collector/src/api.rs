@@ -38,6 +38,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Read access to reports and series: a valid token when `report_auth` asks for one.
+    pub fn authorize_read(&self, authorization: Option<&str>) -> Result<(), (StatusCode, String)> {
+        if !self.config.report_needs_token() {
+            return Ok(());
+        }
+        self.auth
+            .authenticate(authorization, &self.store)
+            .map(|_| ())
+            .map_err(|e| match e {
+                AuthError::Missing | AuthError::Unknown => {
+                    (StatusCode::UNAUTHORIZED, e.to_string())
+                }
+                e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            })
+    }
+
+    /// The factors reports use: the config's `[factors]`, else the built-in defaults.
+    pub fn factors_choice(&self) -> FactorsChoice {
+        match &self.config.factors {
+            Some(f) => FactorsChoice::from_config(f.clone(), &self.config.base_dir),
+            None => FactorsChoice::builtin(),
+        }
+    }
     /// State over an opened store; logs loudly when authentication is off.
     pub fn new(config: Config, store: Arc<Store>) -> AppState {
         if config.auth == AuthMode::None {
@@ -197,20 +220,8 @@ async fn report(
         .map(str::to_owned);
     let s = state.clone();
     let result = tokio::task::spawn_blocking(move || {
-        if s.config.report_needs_token() {
-            s.auth
-                .authenticate(authorization.as_deref(), &s.store)
-                .map_err(|e| match e {
-                    AuthError::Missing | AuthError::Unknown => {
-                        (StatusCode::UNAUTHORIZED, e.to_string())
-                    }
-                    e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                })?;
-        }
-        let factors = match &s.config.factors {
-            Some(f) => FactorsChoice::from_config(f.clone(), &s.config.base_dir),
-            None => FactorsChoice::builtin(),
-        };
+        s.authorize_read(authorization.as_deref())?;
+        let factors = s.factors_choice();
         reporting::render_report(&s.store, &req, &factors, format).map_err(|e| {
             let status = match &e {
                 ReportingError::NoData => StatusCode::NOT_FOUND,

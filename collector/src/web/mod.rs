@@ -21,9 +21,8 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::api::AppState;
-use crate::ingest::auth::AuthError;
 use crate::ingest::ErrorMessage;
-use crate::reporting::{self, FactorsChoice, ReportingError};
+use crate::reporting::{self, ReportingError};
 use series::{SeriesError, SeriesGroup, SeriesRequest};
 
 const INDEX_HTML: &str = include_str!("index.html");
@@ -136,20 +135,8 @@ async fn series_handler(
         .map(str::to_owned);
     let s = state.clone();
     let result = tokio::task::spawn_blocking(move || {
-        if s.config.report_needs_token() {
-            s.auth
-                .authenticate(authorization.as_deref(), &s.store)
-                .map_err(|e| match e {
-                    AuthError::Missing | AuthError::Unknown => {
-                        (StatusCode::UNAUTHORIZED, e.to_string())
-                    }
-                    e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                })?;
-        }
-        let factors = match &s.config.factors {
-            Some(f) => FactorsChoice::from_config(f.clone(), &s.config.base_dir),
-            None => FactorsChoice::builtin(),
-        };
+        s.authorize_read(authorization.as_deref())?;
+        let factors = s.factors_choice();
         series::build_series(&s.store, &req, &factors).map_err(|e| {
             let status = match &e {
                 SeriesError::Reporting(ReportingError::NoData) => StatusCode::NOT_FOUND,

@@ -225,3 +225,72 @@ pub fn read_points(path: &Path) -> Vec<inferwatt_core::lineproto::Point> {
     )
     .expect("the agent writes valid line protocol")
 }
+
+/// A collector on its embedded store, as the tests and the demo run it: `db` in `dir`,
+/// listening on a free loopback port, with a write token for one site and host.
+pub struct Collector {
+    pub db: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    pub token: String,
+}
+
+impl Collector {
+    /// Creates the token (`token create`) and writes the config; does not start it.
+    pub fn prepare(dir: &Path, site: &str, host: &str) -> Result<Collector, String> {
+        let db = dir.join("inferwatt.db");
+        let out = Command::new(bin("inferwatt-collector"))
+            .args(["token", "create", "--site", site, "--host", host, "--db"])
+            .arg(&db)
+            .output()
+            .map_err(|e| format!("token create: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "token create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let token = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.len() >= 40)
+            .ok_or("token create printed no token")?
+            .to_string();
+        let port = free_port();
+        let config = dir.join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndb_path = \"{}\"\n",
+                db.display()
+            ),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        Ok(Collector {
+            db,
+            config,
+            port,
+            token,
+        })
+    }
+
+    /// Starts `serve` and waits for `/healthz`.
+    pub fn start(&self) -> Proc {
+        let p = Proc::spawn(
+            "inferwatt-collector",
+            Command::new(bin("inferwatt-collector"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .stderr(Stdio::null()),
+        );
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        wait_for("the collector's /healthz", Duration::from_secs(20), || {
+            http_get(&url).filter(|(s, _)| *s == 200)
+        });
+        p
+    }
+
+    /// The collector's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}

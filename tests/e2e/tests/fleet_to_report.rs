@@ -28,15 +28,6 @@ fn field(p: &Point, k: &str) -> f64 {
     p.field_f64(k).unwrap_or(0.0)
 }
 
-fn collector(config: &Path) -> Proc {
-    Proc::spawn(
-        "inferwatt-collector",
-        Command::new(harness::bin("inferwatt-collector"))
-            .args(["serve", "--config"])
-            .arg(config),
-    )
-}
-
 fn stored_gpu_energy(db: &Path) -> (f64, i64) {
     let Ok(store) = Store::open(db) else {
         return (0.0, 0);
@@ -52,40 +43,12 @@ fn stored_gpu_energy(db: &Path) -> (f64, i64) {
 fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let db = root.join("inferwatt.db");
-    let port = harness::free_port();
     let site = "fra1";
     let host = "gpu-host-1";
-
     // Collector with a token bound to this site and host.
-    let out = Command::new(harness::bin("inferwatt-collector"))
-        .args(["token", "create", "--site", site, "--host", host, "--db"])
-        .arg(&db)
-        .output()
-        .expect("token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.len() >= 40)
-        .expect("a token in the output")
-        .to_string();
-    let collector_config = root.join("collector.toml");
-    std::fs::write(
-        &collector_config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndb_path = \"{}\"\n",
-            db.display()
-        ),
-    )
-    .expect("collector config");
-    let mut coll = collector(&collector_config);
-    harness::wait_for("collector /healthz", Duration::from_secs(20), || {
-        harness::http_get(&format!("http://127.0.0.1:{port}/healthz")).filter(|(s, _)| *s == 200)
-    });
+    let c = harness::Collector::prepare(root, site, host).expect("collector");
+    let (db, port, token) = (c.db.clone(), c.port, c.token.clone());
+    let mut coll = c.start();
 
     // The fleet is already running when the agent starts.
     let epoch = harness::now_unix_ms() - 500;
@@ -128,7 +91,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     });
     coll.signal("TERM");
     std::thread::sleep(Duration::from_secs(30)); // the outage itself
-    let mut coll = collector(&collector_config);
+    let mut coll = c.start();
     harness::wait_for("40 s of intervals", Duration::from_secs(60), || {
         (gpu_points() >= 80).then_some(())
     });

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use inferwatt_tests::fleet::Fleet;
@@ -83,52 +83,16 @@ fn step(msg: &str) {
 }
 
 fn run(args: &Args, root: &Path) -> Result<(), String> {
-    let db = root.join("inferwatt.db");
-    let port = harness::free_port();
     let (site, host) = ("fra1", "gpu-host-1");
     let collector_bin = harness::bin("inferwatt-collector");
-
     step("creating a write token for the agent");
-    let out = Command::new(&collector_bin)
-        .args(["token", "create", "--site", site, "--host", host, "--db"])
-        .arg(&db)
-        .output()
-        .map_err(|e| format!("token create: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let token = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.len() >= 40)
-        .ok_or("no token printed")?
-        .to_string();
-
+    let c = harness::Collector::prepare(root, site, host)?;
+    let (db, port, token) = (c.db.clone(), c.port, c.token.clone());
     step(&format!(
         "starting the collector on 127.0.0.1:{port} (SQLite: {})",
         db.display()
     ));
-    let collector_config = root.join("collector.toml");
-    std::fs::write(
-        &collector_config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndb_path = \"{}\"\n",
-            db.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let _collector = Proc::spawn(
-        "inferwatt-collector",
-        Command::new(&collector_bin)
-            .args(["serve", "--config"])
-            .arg(&collector_config)
-            .stderr(Stdio::null()),
-    );
-    harness::wait_for("the collector", Duration::from_secs(20), || {
-        harness::http_get(&format!("http://127.0.0.1:{port}/healthz")).filter(|(s, _)| *s == 200)
-    });
+    let _collector = c.start();
 
     step("starting three model servers on two simulated H100s (vLLM, SGLang, llama.cpp)");
     let epoch = harness::now_unix_ms() - 500;

@@ -142,14 +142,11 @@ fn main() -> anyhow::Result<()> {
         None,
         &batches,
     )?;
-    let vm_version = Command::new(&args.victoria_metrics)
-        .arg("-version")
+    // The Debian package's version (the binary's -version flag prints nothing there).
+    let vm_version = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "victoria-metrics"])
         .output()
-        .map(|o| {
-            let mut v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            v.push_str(String::from_utf8_lossy(&o.stderr).trim());
-            v
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
 
     let result = json!({

@@ -125,57 +125,30 @@ fn number(line: usize, column: &str, value: &str) -> Result<f64, CsvImportError>
         })
 }
 
-const CODECARBON_COLUMNS: &[&str] = &[
-    "timestamp",
-    "project_name",
-    "run_id",
-    "experiment_id",
-    "duration",
-    "emissions",
-    "emissions_rate",
-    "cpu_power",
-    "gpu_power",
-    "ram_power",
-    "cpu_energy",
-    "gpu_energy",
-    "ram_energy",
-    "energy_consumed",
-    "water_consumed",
-    "country_name",
-    "country_iso_code",
-    "region",
-    "cloud_provider",
-    "cloud_region",
-    "os",
-    "python_version",
-    "codecarbon_version",
-    "cpu_count",
-    "cpu_model",
-    "gpu_count",
-    "gpu_model",
-    "longitude",
-    "latitude",
-    "ram_total_size",
-    "tracking_mode",
-    "on_cloud",
-    "pue",
-    "wue",
-    "cpu_utilization_percent",
-    "gpu_utilization_percent",
-    "ram_utilization_percent",
-    "ram_used_gb",
-];
+/// Columns CodeCarbon writes besides the 3.x `EmissionsData` fields that the export
+/// writes too ([`crate::report::exports::CODECARBON_COLUMNS`]): the trailing `wue` of
+/// 3.1 and later, and `gpu_utilization_percent` of some 3.x versions.
+const CODECARBON_EXTRA_COLUMNS: &[&str] = &["wue", "gpu_utilization_percent"];
+
+fn codecarbon_column(c: &str) -> bool {
+    crate::report::exports::CODECARBON_COLUMNS.contains(&c) || CODECARBON_EXTRA_COLUMNS.contains(&c)
+}
 
 /// Converts a CodeCarbon `emissions.csv` into points (see the module doc).
 pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point>, CsvImportError> {
     let (header, rows) = table(text)?;
     for c in &header {
-        if !CODECARBON_COLUMNS.contains(&c.as_str()) {
+        if !codecarbon_column(c) {
             return Err(CsvImportError::UnknownColumn {
                 line: 1,
                 column: c.clone(),
                 format: "CodeCarbon",
-                known: CODECARBON_COLUMNS.join(", "),
+                known: crate::report::exports::CODECARBON_COLUMNS
+                    .iter()
+                    .chain(CODECARBON_EXTRA_COLUMNS)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }

@@ -193,6 +193,7 @@ pub struct Sampler<R: GpuReader> {
     pending_usage: PendingUsage,
     last_usage_ns: i64,
     last_site_ns: i64,
+    last_host_ns: i64,
     pub metrics: SharedMetrics,
     pub endpoints: Endpoints,
 }
@@ -248,6 +249,7 @@ impl<R: GpuReader> Sampler<R> {
             pending_usage: Arc::new(Mutex::new(BTreeMap::new())),
             last_usage_ns: 0,
             last_site_ns: 0,
+            last_host_ns: 0,
             metrics,
             endpoints: Arc::new(Mutex::new(BTreeMap::new())),
             reader,
@@ -576,7 +578,14 @@ impl<R: GpuReader> Sampler<R> {
         let pids: Vec<u32> = pid_rows.iter().map(|(p, _, _)| *p).collect();
         let cpu_now = self.procs.cpu_time_ms(&pids);
         let host_cpu_pct = self.procs.host_cpu_pct();
-        let interval_s = self.cfg.sampling.interval_s;
+        // The measured interval since the last RAPL reading, not the configured one:
+        // a late tick must not inflate the processes' CPU share.
+        let interval_s = if self.last_host_ns == 0 {
+            self.cfg.sampling.interval_s
+        } else {
+            (now_ns - self.last_host_ns) as f64 / 1e9
+        };
+        self.last_host_ns = now_ns;
         let host_cpu_ms = (host_cpu_pct / 100.0)
             * interval_s
             * 1000.0

@@ -19,7 +19,7 @@ use inferwatt_core::schema::{
 use inferwatt_core::units::{j_to_kwh, mj_to_j};
 use serde::{Deserialize, Serialize};
 
-use crate::attribution::{attribute, GpuEnergyInput, ModelKey, ProcessActivity};
+use crate::attribution::{attribute, GpuEnergyInput, IdlePolicy, ModelKey, ProcessActivity};
 use crate::config::Config;
 use crate::identify::{Identifier, Identity};
 use crate::sample::{EnergyReading, GpuSampler, IntervalEnergy};
@@ -482,6 +482,13 @@ impl<R: GpuReader> Sampler<R> {
                 zone: self.cfg.site.zone.clone(),
                 pue: self.cfg.site.pue,
                 wue_l_per_kwh: self.cfg.site.wue_l_per_kwh,
+                idle_policy: Some(
+                    match self.cfg.sampling.idle_policy {
+                        IdlePolicy::Resident => "resident",
+                        IdlePolicy::Separate => "separate",
+                    }
+                    .to_owned(),
+                ),
                 interval_s,
                 end_ns: now_ns,
             });

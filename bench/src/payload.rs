@@ -89,6 +89,7 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
             zone: "DE".into(),
             pue: 1.2,
             wue_l_per_kwh: 0.5,
+            idle_policy: None,
             interval_s: 1.0,
             end_ns,
         }

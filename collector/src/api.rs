@@ -85,24 +85,14 @@ impl AppState {
     }
 
     /// Enqueues the points of a committed write for forwarding (blocking: the spool
-    /// fsyncs). Points at or before `min_ts_ns` (not stored) are left out; duplicates are
-    /// forwarded again, which InfluxDB and VictoriaMetrics store once. A spool failure is
-    /// logged, not answered: the points are already stored here.
-    pub fn forward_points(
-        &self,
-        points: &[inferwatt_core::lineproto::Point],
-        min_ts_ns: Option<i64>,
-    ) {
+    /// fsyncs). Duplicates are forwarded again, which InfluxDB and VictoriaMetrics store
+    /// once. A spool failure is logged, not answered: the points are already stored here.
+    pub fn forward_points(&self, points: &[inferwatt_core::lineproto::Point]) {
         let Some(handle) = &self.forward else {
             return;
         };
-        let accepted: Vec<_> = points
-            .iter()
-            .filter(|p| min_ts_ns.is_none_or(|m| p.timestamp.is_none_or(|t| t > m)))
-            .cloned()
-            .collect();
-        if let Err(e) = handle.enqueue(&accepted) {
-            tracing::error!(points = accepted.len(), error = %e, "cannot spool points for forwarding; they are stored here but will not be forwarded");
+        if let Err(e) = handle.enqueue(points) {
+            tracing::error!(points = points.len(), error = %e, "cannot spool points for forwarding; they are stored here but will not be forwarded");
         }
     }
 }

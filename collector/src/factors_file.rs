@@ -468,6 +468,14 @@ impl FactorsFile {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Whether a site (or the defaults) has a factor that changes within a day: an
+    /// hourly intensity CSV or a PUE/WUE series. Reports then read hourly buckets.
+    pub fn has_hourly_series(&self) -> bool {
+        std::iter::once(&self.defaults)
+            .chain(self.sites.values())
+            .any(|s| s.hourly_intensity_csv.is_some() || s.pue_wue_csv.is_some())
+    }
+
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, FactorsFileError> {
         toml::from_str(text).map_err(|e| FactorsFileError::Parse {
@@ -494,7 +502,9 @@ impl FactorsFile {
         let mut it_kwh: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
         for r in &input.energy {
             names.insert(&r.site);
-            gpus.entry(&r.site).or_default().insert(&r.gpu_name);
+            if !r.gpu_uuid.is_empty() {
+                gpus.entry(&r.site).or_default().insert(&r.gpu_name);
+            }
             let kwh = footprint::it_energy_kwh(
                 j_to_kwh(r.active_j),
                 j_to_kwh(r.idle_j),

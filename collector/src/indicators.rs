@@ -97,6 +97,16 @@ pub struct GapRow {
     pub energy_j: f64,
 }
 
+/// The idle policy a host's unassigned energy was charged by, and where it came from
+/// (`agent`, or the factors file when the agent did not report one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPolicy {
+    pub site: String,
+    pub host: String,
+    pub policy: String,
+    pub from: String,
+}
+
 /// Everything the store provides for a period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportInput {
@@ -107,6 +117,10 @@ pub struct ReportInput {
     pub sites: Vec<SiteRow>,
     pub gaps: Vec<GapRow>,
     pub folded_points: u64,
+    /// Per host, the idle policy its unassigned host energy was charged by.
+    pub idle_policies: Vec<HostPolicy>,
+    /// Findings about the input the report's warnings carry.
+    pub notes: Vec<String>,
     /// sha256 the store computes over the raw rows of the period.
     pub input_digest: String,
 }
@@ -169,7 +183,11 @@ pub struct PeriodOut {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Methodology {
     pub version: String,
+    /// The idle policy the agents ran (`resident`, `separate`), `mixed` when hosts differ
+    /// (see `idle_policies`).
     pub idle_policy: String,
+    /// Per host, the policy its unassigned host energy was charged by and its origin.
+    pub idle_policies: Vec<HostPolicy>,
     pub factors: Vec<ReportFactor>,
 }
 
@@ -422,6 +440,17 @@ pub fn compute_with(
 ) -> Report {
     let wants = |g: GroupBy| opts.group.is_empty() || opts.group.contains(&g);
     let mut warnings = factors.warnings.clone();
+    for n in &input.notes {
+        if !warnings.contains(n) {
+            warnings.push(n.clone());
+        }
+    }
+    for p in input.idle_policies.iter().filter(|p| p.from != "agent") {
+        warnings.push(format!(
+            "host '{}' at site '{}': idle policy '{}' from the {}; its unassigned host energy was charged by it",
+            p.host, p.site, p.policy, p.from
+        ));
+    }
     let site_geo = |site: &str| -> (String, String) {
         match factors.sites.get(site) {
             Some(s) => (s.country.clone(), s.zone.clone()),
@@ -570,7 +599,7 @@ pub fn compute_with(
 
     // Data quality.
     let mut gpus: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
-    for r in &input.energy {
+    for r in input.energy.iter().filter(|r| !r.gpu_uuid.is_empty()) {
         gpus.insert((&r.site, &r.host, &r.gpu_uuid));
     }
     for g in &input.gaps {
@@ -632,7 +661,7 @@ pub fn compute_with(
     };
 
     let mut hw: BTreeMap<(&str, &str, &str), GpuSet> = BTreeMap::new();
-    for r in &input.energy {
+    for r in input.energy.iter().filter(|r| !r.gpu_uuid.is_empty()) {
         hw.entry((&r.model, &r.site, &r.gpu_name))
             .or_default()
             .insert((&r.host, &r.gpu_uuid));
@@ -657,7 +686,8 @@ pub fn compute_with(
         generated_at: rfc3339(generated_at_ns),
         methodology: Methodology {
             version: factors.methodology_version.clone(),
-            idle_policy: factors.idle_policy.clone(),
+            idle_policy: idle_policy_summary(input, &factors.idle_policy),
+            idle_policies: input.idle_policies.clone(),
             factors: factors.factors.clone(),
         },
         totals: totals.indicators(),
@@ -698,6 +728,21 @@ pub fn compute_with(
         data_quality,
         input_digest: input.input_digest.clone(),
         period_seconds: period_s,
+    }
+}
+
+/// The report's one-word idle policy: the hosts' common policy, `mixed` when they differ,
+/// `fallback` (the factors file's) when no host is known.
+fn idle_policy_summary(input: &ReportInput, fallback: &str) -> String {
+    let set: BTreeSet<&str> = input
+        .idle_policies
+        .iter()
+        .map(|p| p.policy.as_str())
+        .collect();
+    match set.len() {
+        0 => fallback.to_owned(),
+        1 => set.into_iter().next().unwrap_or(fallback).to_owned(),
+        _ => "mixed".to_owned(),
     }
 }
 

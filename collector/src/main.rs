@@ -17,7 +17,7 @@ use inferwatt_collector::ingest::csv_import::CsvFormat;
 use inferwatt_collector::ingest::{auth, import, parse_precision};
 use inferwatt_collector::report::Format;
 use inferwatt_collector::reporting::{self, ExportFormat, FactorsChoice, ReportRequest};
-use inferwatt_collector::store::{retention, Store};
+use inferwatt_collector::store::Store;
 use inferwatt_collector::{now_ns, server};
 
 #[derive(Parser)]
@@ -170,7 +170,11 @@ const IMPORT_EXAMPLES: &str = "Examples:
   inferwatt-collector import emissions.csv --format codecarbon --site lab --host ws1
   inferwatt-collector import power.csv --format nvidia-smi --site lab --host ws1
 
-Exit codes: 0 success, 1 nothing imported (message names the line and column), 2 bad command line.";
+Data of any age imports; points already stored (same measurement, tags and timestamp)
+are skipped, and a file imported before is refused whole (its SHA-256 is kept).
+
+Exit codes: 0 every point imported, 1 nothing imported (message names the line and column),
+2 bad command line, 3 some or all points skipped (the message says how many and why).";
 
 #[derive(Subcommand)]
 enum TokenCommand {
@@ -318,7 +322,21 @@ fn main() -> anyhow::Result<()> {
             let precision = parse_precision(Some(&precision))?;
             let db = db.unwrap_or(config.db_path);
             let store = Store::open(&db)?;
-            let min = retention::raw_cutoff_ns(now_ns(), config.raw_retention_days);
+            let sha = {
+                use sha2::Digest as _;
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read '{}'", file.display()))?;
+                hex::encode(sha2::Sha256::digest(&bytes))
+            };
+            if let Some(prior) = store.imported(&sha)? {
+                eprintln!(
+                    "'{}' was imported before (same SHA-256 {sha}, as '{}', {} points): all of its points were skipped, nothing written",
+                    file.display(),
+                    prior.path,
+                    prior.points
+                );
+                std::process::exit(3);
+            }
             let csv = match format.as_str() {
                 "codecarbon" => Some(CsvFormat::CodeCarbon),
                 "nvidia-smi" => Some(CsvFormat::NvidiaSmi),
@@ -330,7 +348,6 @@ fn main() -> anyhow::Result<()> {
                     &store,
                     &file,
                     precision,
-                    min,
                     &mut |done, total| {
                         bar.set_length(total as u64);
                         bar.set_position(done as u64);
@@ -342,18 +359,25 @@ fn main() -> anyhow::Result<()> {
                     f,
                     site.as_deref().unwrap_or(""),
                     host.as_deref().unwrap_or(""),
-                    min,
                 )?,
             };
             bar.finish_and_clear();
+            store.record_import(&sha, &file.display().to_string(), o.written, now_ns())?;
             println!(
-                "imported '{}': {} points written, {} duplicates ignored ({} with different values), {} older than the raw retention skipped",
+                "imported '{}': {} points written",
                 file.display(),
-                o.written,
-                o.duplicates,
-                o.conflicts,
-                o.expired
+                o.written
             );
+            if o.duplicates > 0 {
+                eprintln!(
+                    "'{}': {} of its {} points were skipped: already stored with the same measurement, tags and timestamp ({} of them with different values; the stored ones were kept)",
+                    file.display(),
+                    o.duplicates,
+                    o.written + o.duplicates,
+                    o.conflicts
+                );
+                std::process::exit(3);
+            }
         }
     }
     Ok(())

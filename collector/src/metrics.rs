@@ -14,7 +14,6 @@ pub struct Metrics {
     points_written: AtomicU64,
     duplicates: AtomicU64,
     conflicts: AtomicU64,
-    expired: AtomicU64,
     bytes: AtomicU64,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     conflict_logged: AtomicBool,
@@ -26,7 +25,6 @@ impl Metrics {
         self.points_written.fetch_add(o.written, Ordering::Relaxed);
         self.duplicates.fetch_add(o.duplicates, Ordering::Relaxed);
         self.conflicts.fetch_add(o.conflicts, Ordering::Relaxed);
-        self.expired.fetch_add(o.expired, Ordering::Relaxed);
     }
 
     /// Counts request body bytes as received (before decompression).
@@ -81,12 +79,6 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "inferwatt_collector_points_expired_total",
-            "Points not stored because they are older than the raw retention.",
-            self.expired.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
             "inferwatt_collector_received_bytes_total",
             "Write request body bytes received, before decompression.",
             self.bytes.load(Ordering::Relaxed),
@@ -117,7 +109,6 @@ mod tests {
             written: 3,
             duplicates: 2,
             conflicts: 1,
-            expired: 0,
             first_conflict: None,
         });
         m.record_request("/api/v2/write", 204);

@@ -31,12 +31,12 @@ use sha2::{Digest, Sha256};
 
 use crate::factors_file::{FactorsFile, FactorsFileError};
 use crate::indicators::{
-    self, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, Period, Report, ReportInput,
-    SiteRow, UsageRow,
+    self, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, HostPolicy, Period, Report,
+    ReportInput, SiteRow, UsageRow,
 };
 use crate::report::{self, Format, ReportError};
 use crate::store::rollup::bucket_of;
-use crate::store::{Store, StoreError, HOUR_NS};
+use crate::store::{Store, StoreError, DAY_NS, HOUR_NS};
 
 /// Why a report cannot be produced. Each message names the value and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -61,47 +61,56 @@ pub enum ReportingError {
     UnknownModel { model: String, present: String },
 }
 
-/// (site, host, gpu_uuid, hour start).
-type GpuHour<'a> = (&'a str, &'a str, &'a str, i64);
-
 /// A canonical version tag for the digest's serialisation (bump it when that changes).
-const DIGEST_VERSION: &str = "inferwatt.report-input/v1";
+const DIGEST_VERSION: &str = "inferwatt.report-input/v2";
 
-/// Reads everything a report of `period` needs from the store (see the module doc).
+/// A GPU's energy below this (J) that no model row holds is float noise, not energy.
+const NOISE_J: f64 = 1e-3;
+
+/// The bucket width a report over `factors` reads: days, unless a site has an hourly
+/// intensity or PUE/WUE series (factors that change within a day), then hours.
+pub fn report_grain(factors: &FactorsChoice) -> i64 {
+    if factors.file.has_hourly_series() {
+        HOUR_NS
+    } else {
+        DAY_NS
+    }
+}
+
+/// Reads everything a report of `period` needs from the store, in buckets of `grain_ns`
+/// ([`report_grain`]; a finer grain for the web page's minute series).
 ///
-/// `input_digest` is the SHA-256 (hex) of a canonical serialisation of the returned rows:
-/// a version line, the period, then every energy, usage, source, site and gap row and the
-/// folded-point count, each row one JSON array on its own line, rows sorted by their keys.
-/// Floats are written in their shortest round-trip form. Factors are not part of it: the
-/// same stored data over the same period gives the same digest whatever factors a report
-/// is computed with, so an auditor recomputing with other factors can show they started
-/// from the same measurements.
-pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, ReportingError> {
+/// - energy: per (site, host, gpu_uuid, model, server, bucket) from the store's sums
+///   (whole buckets from the rollups, ragged edges from raw rows clipped pro rata), with
+///   `gpu_seconds` = Σ `gpu_s` and `gpu_name` from the GPU's `gpu` series.
+/// - what a GPU's `gpu` points measured in a bucket beyond its model rows (a GPU-hour
+///   with no model row, an imported nvidia-smi log) is one `_unattributed` row.
+/// - host energy (`host_energy`, CPU + DRAM) beyond the models' `host_j` in a bucket is
+///   charged by the host's idle policy as its agent reported it: `resident` → to the
+///   host's models in that bucket pro rata to their GPU energy (`_idle` when none has
+///   any), `separate` → an `_idle` row. A host that did not report its policy uses the
+///   factors file's `idle_policy`, and the report says so.
+/// - usage: per (site, model, server, bucket), summed over hosts.
+/// - sources, sites, gaps, folded points as before (see `ReportInput`).
+///
+/// `input_digest` is the SHA-256 (hex) of a canonical serialisation of the returned rows
+/// (see [`input_digest`]); factors are not part of it.
+pub fn report_input(
+    store: &Store,
+    period: Period,
+    grain_ns: i64,
+    fallback_policy: &str,
+) -> Result<ReportInput, ReportingError> {
     let (from, to) = (period.from_ns, period.to_ns);
-    let models = store.hourly_model_energy(from, to)?;
-    let gpus = store.hourly_gpu_energy(from, to)?;
+    let models = store.bucket_model_energy(from, to, grain_ns)?;
+    let gpus = store.bucket_gpu_energy(from, to, grain_ns)?;
+    let hosts = store.bucket_host_energy(from, to, grain_ns)?;
 
-    // GPU name per (site, host, uuid) from any hour; GPU time per GPU-hour.
     let mut gpu_name: HashMap<(&str, &str, &str), &str> = HashMap::new();
-    let mut gpu_hour: HashMap<GpuHour, (f64, f64)> = HashMap::new();
     for g in &gpus {
         gpu_name
             .entry((&g.site, &g.host, &g.gpu_uuid))
             .or_insert(&g.gpu_name);
-        gpu_hour.insert(
-            (&g.site, &g.host, &g.gpu_uuid, g.hour_start_ns),
-            (g.interval_s, g.energy_j),
-        );
-    }
-    // Per GPU-hour: Σ model GPU energy, max model interval, row count.
-    let mut per_gpu_hour: HashMap<GpuHour, (f64, f64, usize)> = HashMap::new();
-    for m in &models {
-        let e = per_gpu_hour
-            .entry((&m.site, &m.host, &m.gpu_uuid, m.hour_start_ns))
-            .or_insert((0.0, 0.0, 0));
-        e.0 += m.active_j + m.idle_j;
-        e.1 = e.1.max(m.interval_s);
-        e.2 += 1;
     }
     let name_of = |site: &str, host: &str, uuid: &str| -> String {
         gpu_name
@@ -110,25 +119,15 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
             .unwrap_or_else(|| "unknown".to_owned())
     };
 
-    let mut energy: Vec<EnergyRow> = Vec::with_capacity(models.len());
+    let mut energy: Vec<EnergyRow> = Vec::with_capacity(models.len() + gpus.len());
+    // Per GPU-bucket: Σ model GPU energy and GPU time.
+    let mut per_gpu: HashMap<(&str, &str, &str, i64), (f64, f64)> = HashMap::new();
     for m in &models {
-        let key = (
-            m.site.as_str(),
-            m.host.as_str(),
-            m.gpu_uuid.as_str(),
-            m.hour_start_ns,
-        );
-        let (rows_j, max_interval, n) = per_gpu_hour.get(&key).copied().unwrap_or((0.0, 0.0, 1));
-        let gpu_time = gpu_hour
-            .get(&key)
-            .map(|(s, _)| *s)
-            .filter(|s| *s > 0.0)
-            .unwrap_or(max_interval);
-        let share = if rows_j > 0.0 {
-            (m.active_j + m.idle_j) / rows_j
-        } else {
-            1.0 / n as f64
-        };
+        let e = per_gpu
+            .entry((&m.site, &m.host, &m.gpu_uuid, m.bucket_ns))
+            .or_default();
+        e.0 += m.active_j + m.idle_j;
+        e.1 += m.gpu_s;
         energy.push(EnergyRow {
             site: m.site.clone(),
             host: m.host.clone(),
@@ -136,21 +135,33 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
             gpu_name: name_of(&m.site, &m.host, &m.gpu_uuid),
             model: m.model.clone(),
             server: m.server.clone(),
-            hour_start_ns: m.hour_start_ns,
+            hour_start_ns: m.bucket_ns,
             active_j: m.active_j,
             idle_j: m.idle_j,
             host_j: m.host_j,
-            gpu_seconds: gpu_time * share,
+            gpu_seconds: m.gpu_s,
         });
     }
     for g in &gpus {
-        let key = (
+        let (rows_j, rows_s) = per_gpu
+            .get(&(
+                g.site.as_str(),
+                g.host.as_str(),
+                g.gpu_uuid.as_str(),
+                g.bucket_ns,
+            ))
+            .copied()
+            .unwrap_or((0.0, 0.0));
+        let rest_j = g.energy_j - rows_j;
+        let rest_s = (g.interval_s - rows_s).max(0.0);
+        let had_rows = per_gpu.contains_key(&(
             g.site.as_str(),
             g.host.as_str(),
             g.gpu_uuid.as_str(),
-            g.hour_start_ns,
-        );
-        if !per_gpu_hour.contains_key(&key) && (g.energy_j != 0.0 || g.interval_s > 0.0) {
+            g.bucket_ns,
+        ));
+        let noise = NOISE_J.max(g.energy_j.abs() * 1e-9);
+        if rest_j > noise || (!had_rows && (g.energy_j != 0.0 || g.interval_s > 0.0)) {
             energy.push(EnergyRow {
                 site: g.site.clone(),
                 host: g.host.clone(),
@@ -158,14 +169,129 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
                 gpu_name: g.gpu_name.clone(),
                 model: MODEL_UNATTRIBUTED.to_owned(),
                 server: String::new(),
-                hour_start_ns: g.hour_start_ns,
-                active_j: g.energy_j,
+                hour_start_ns: g.bucket_ns,
+                active_j: rest_j.max(0.0),
                 idle_j: 0.0,
                 host_j: 0.0,
-                gpu_seconds: g.interval_s,
+                gpu_seconds: if had_rows { 0.0 } else { rest_s },
             });
         }
     }
+
+    // Host energy the models were not given, by the host's idle policy.
+    let policy_rows = store.idle_policies(from, to)?;
+    let mut host_policies: BTreeMap<(String, String), BTreeSet<Option<String>>> = BTreeMap::new();
+    for r in &policy_rows {
+        host_policies
+            .entry((r.site.clone(), r.host.clone()))
+            .or_default()
+            .insert(r.policy.clone());
+    }
+    let mut idle_policies: Vec<HostPolicy> = Vec::new();
+    let mut policy_of: HashMap<(String, String), String> = HashMap::new();
+    let mut host_keys: BTreeSet<(String, String)> = hosts
+        .iter()
+        .map(|h| (h.site.clone(), h.host.clone()))
+        .collect();
+    host_keys.extend(host_policies.keys().cloned());
+    for key in &host_keys {
+        let known: Vec<&String> = host_policies
+            .get(key)
+            .map(|set| set.iter().flatten().collect())
+            .unwrap_or_default();
+        let (policy, reported) = match known.as_slice() {
+            [one] => ((*one).clone(), "agent".to_owned()),
+            [] => (
+                fallback_policy.to_owned(),
+                "factors file (not reported by the agent)".to_owned(),
+            ),
+            _ => (
+                "separate".to_owned(),
+                format!(
+                    "agent reported {} in the period; its unassigned host energy goes to _idle",
+                    known
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            ),
+        };
+        policy_of.insert(key.clone(), policy.clone());
+        idle_policies.push(HostPolicy {
+            site: key.0.clone(),
+            host: key.1.clone(),
+            policy,
+            from: reported,
+        });
+    }
+    // Rows of each host-bucket, by index, for the resident split.
+    let mut rows_of: HashMap<(String, String, i64), Vec<usize>> = HashMap::new();
+    for (i, r) in energy.iter().enumerate() {
+        rows_of
+            .entry((r.site.clone(), r.host.clone(), r.hour_start_ns))
+            .or_default()
+            .push(i);
+    }
+    let mut host_excess: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for h in &hosts {
+        let idx = rows_of
+            .get(&(h.site.clone(), h.host.clone(), h.bucket_ns))
+            .cloned()
+            .unwrap_or_default();
+        let given: f64 = idx.iter().map(|&i| energy[i].host_j).sum();
+        let rest = h.energy_j - given;
+        if rest < -NOISE_J.max(h.energy_j.abs() * 1e-9) {
+            *host_excess
+                .entry((h.site.clone(), h.host.clone()))
+                .or_default() -= rest;
+            continue;
+        }
+        if rest <= NOISE_J.max(h.energy_j.abs() * 1e-9) {
+            continue;
+        }
+        let policy = policy_of
+            .get(&(h.site.clone(), h.host.clone()))
+            .map(String::as_str)
+            .unwrap_or(fallback_policy);
+        let weight: f64 = idx
+            .iter()
+            .filter(|&&i| !energy[i].model.starts_with('_'))
+            .map(|&i| energy[i].active_j + energy[i].idle_j)
+            .sum();
+        if policy == "resident" && weight > 0.0 {
+            for &i in &idx {
+                let r = &mut energy[i];
+                if !r.model.starts_with('_') {
+                    r.host_j += rest * (r.active_j + r.idle_j) / weight;
+                }
+            }
+        } else {
+            energy.push(EnergyRow {
+                site: h.site.clone(),
+                host: h.host.clone(),
+                gpu_uuid: String::new(),
+                gpu_name: String::new(),
+                model: inferwatt_core::schema::MODEL_IDLE.to_owned(),
+                server: String::new(),
+                hour_start_ns: h.bucket_ns,
+                active_j: 0.0,
+                idle_j: 0.0,
+                host_j: rest,
+                gpu_seconds: 0.0,
+            });
+        }
+    }
+    let mut notes: Vec<String> = host_excess
+        .into_iter()
+        .map(|((site, host), j)| {
+            format!(
+                "host '{host}' at site '{site}': its models' host energy exceeds the host's measured energy by {:.6} kWh; the models' figures are kept",
+                inferwatt_core::units::j_to_kwh(j)
+            )
+        })
+        .collect();
+    notes.sort();
     energy.sort_by(|a, b| {
         (
             &a.site,
@@ -185,14 +311,14 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
             ))
     });
 
-    let mut usage_map: BTreeMap<(String, String, String, i64), [u64; 3]> = BTreeMap::new();
-    for u in store.hourly_model_usage(from, to)? {
+    let mut usage_map: BTreeMap<(String, String, String, i64), [f64; 3]> = BTreeMap::new();
+    for u in store.bucket_model_usage(from, to, grain_ns)? {
         let e = usage_map
-            .entry((u.site, u.model, u.server, u.hour_start_ns))
+            .entry((u.site, u.model, u.server, u.bucket_ns))
             .or_default();
-        e[0] += u.requests.max(0) as u64;
-        e[1] += u.input_tokens.max(0) as u64;
-        e[2] += u.output_tokens.max(0) as u64;
+        e[0] += u.requests.max(0.0);
+        e[1] += u.input_tokens.max(0.0);
+        e[2] += u.output_tokens.max(0.0);
     }
     let usage: Vec<UsageRow> = usage_map
         .into_iter()
@@ -201,9 +327,9 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
             model,
             server,
             hour_start_ns: hour,
-            requests: r,
-            input_tokens: i,
-            output_tokens: o,
+            requests: r.round() as u64,
+            input_tokens: i.round() as u64,
+            output_tokens: o.round() as u64,
         })
         .collect();
 
@@ -262,6 +388,8 @@ pub fn report_input(store: &Store, period: Period) -> Result<ReportInput, Report
         sites,
         gaps,
         folded_points,
+        idle_policies,
+        notes,
         input_digest: String::new(),
     };
     input.input_digest = input_digest(&input);
@@ -371,6 +499,9 @@ pub fn input_digest(input: &ReportInput) -> String {
         ]));
     }
     line(json!(["folded_points", input.folded_points]));
+    for p in &input.idle_policies {
+        line(json!(["idle_policy", p.site, p.host, p.policy, p.from]));
+    }
     hex::encode(h.finalize())
 }
 
@@ -562,7 +693,12 @@ pub fn build_report(
     factors: &FactorsChoice,
 ) -> Result<Report, ReportingError> {
     let period = resolve_period(store, req)?;
-    let input = report_input(store, period)?;
+    let input = report_input(
+        store,
+        period,
+        report_grain(factors),
+        &factors.file.idle_policy,
+    )?;
     let resolved = factors
         .file
         .resolve(&input, &factors.name, &factors.base_dir)?;

@@ -59,7 +59,7 @@ fn import_is_all_or_nothing_and_reads_gzip() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 points written"));
     let store = Store::open(&db).expect("db");
     let rows = store
-        .sum_model_usage(1_799_999_999_000_000_000, 1_800_000_001_000_000_000)
+        .sum_model_usage(1_799_990_000_000_000_000, 1_800_000_001_000_000_000)
         .expect("query");
     assert_eq!((rows[0].requests, rows[0].output_tokens), (5, 30));
 }

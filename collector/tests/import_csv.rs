@@ -38,14 +38,14 @@ fn codecarbon_runs_become_gpu_and_model_energy() {
     );
     let store = Store::open(&dir.path().join("c.db")).expect("db");
     let gpu = store
-        .sum_gpu_energy(T - 1, T + 3_600_000_000_000)
+        .sum_gpu_energy(T - 1 - 3_600_000_000_000, T + 3_600_000_000_000)
         .expect("gpu");
     assert_eq!(gpu.len(), 2);
     assert!(gpu.iter().all(|g| g.source == "integrated"));
     let total: f64 = gpu.iter().map(|g| g.energy_j).sum();
     assert!((total - 0.75 * 3.6e6).abs() < 1e-6, "{total}");
     let models = store
-        .sum_model_energy(T - 1, T + 3_600_000_000_000)
+        .sum_model_energy(T - 1 - 3_600_000_000_000, T + 3_600_000_000_000)
         .expect("models");
     assert!(models.iter().all(|m| m.model == "llama-eval"));
     let host: f64 = models.iter().map(|m| m.host_j).sum();
@@ -88,7 +88,7 @@ fn nvidia_smi_power_is_integrated_per_gpu_by_trapezoid() {
     );
     let store = Store::open(&dir.path().join("c.db")).expect("db");
     let rows = store
-        .sum_gpu_energy(T - 1, T + 10_000_000_000)
+        .sum_gpu_energy(T - 3_600_000_000_000, T + 10_000_000_000)
         .expect("gpu");
     let a = rows.iter().find(|r| r.gpu_uuid == "GPU-a").expect("a");
     // (100+300)/2·1 + (300+200)/2·2 = 200 + 500.

@@ -111,6 +111,8 @@ fn input() -> ReportInput {
             energy_j: 1.0e6,
         }],
         folded_points: 7,
+        idle_policies: Vec::new(),
+        notes: Vec::new(),
         input_digest: "sha256:abc".into(),
     }
 }

@@ -46,6 +46,8 @@ fn input(energy: Vec<EnergyRow>) -> ReportInput {
         }],
         gaps: Vec::new(),
         folded_points: 0,
+        idle_policies: Vec::new(),
+        notes: Vec::new(),
         input_digest: "sha256:test".into(),
     }
 }

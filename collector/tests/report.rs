@@ -65,6 +65,8 @@ fn report() -> Report {
         }],
         gaps: vec![],
         folded_points: 0,
+        idle_policies: Vec::new(),
+        notes: Vec::new(),
         input_digest: "sha256:feed".into(),
     };
     let f = FactorsFile::parse("[sites.paris]\nintensity_g_per_kwh = 50.0\nintensity_source = \"RTE éCO2mix 2024 <avg>\"\n", "f.toml")

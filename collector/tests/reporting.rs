@@ -68,6 +68,7 @@ fn fill(store: &Store) {
         zone: "FR".into(),
         pue: 1.2,
         wue_l_per_kwh: 0.5,
+        idle_policy: None,
         interval_s: 60.0,
         end_ns: T0 + 1,
     }
@@ -122,7 +123,7 @@ fn fill(store: &Store) {
             );
         }
     }
-    store.write(&points, None).expect("write");
+    store.write(&points).expect("write");
 }
 
 /// `(T0 + 30 min, T0 + 2 h]`: three intervals of the first hour (raw edge), six of the
@@ -154,7 +155,7 @@ fn assert_close(got: f64, want: f64, what: &str) {
 fn hourly_rows_split_gpu_time_by_energy_share() {
     let store = Store::open_in_memory().expect("store");
     fill(&store);
-    let input = report_input(&store, period()).expect("input");
+    let input = report_input(&store, period(), HOUR_NS, "resident").expect("input");
     let rows: Vec<(&str, i64, f64, f64, f64, f64)> = input
         .energy
         .iter()
@@ -226,7 +227,7 @@ fn hourly_rows_split_gpu_time_by_energy_share() {
 fn indicators_equal_hand_arithmetic() {
     let store = Store::open_in_memory().expect("store");
     fill(&store);
-    let input = report_input(&store, period()).expect("input");
+    let input = report_input(&store, period(), HOUR_NS, "resident").expect("input");
     let (_d, path) = factors(FACTORS_A);
     let f = FactorsChoice::load(&path).expect("factors");
     let resolved = f
@@ -317,19 +318,16 @@ fn other_factors_change_emissions_and_water_not_energy_or_digest() {
     let other = Store::open_in_memory().expect("store");
     fill(&other);
     other
-        .write(
-            &[ModelUsage {
-                model: "a".into(),
-                server: "vllm".into(),
-                requests: 1,
-                input_tokens: 0,
-                output_tokens: 0,
-                interval_s: 1.0,
-                end_ns: T0 + HOUR_NS + 1,
-            }
-            .to_point(&origin())],
-            None,
-        )
+        .write(&[ModelUsage {
+            model: "a".into(),
+            server: "vllm".into(),
+            requests: 1,
+            input_tokens: 0,
+            output_tokens: 0,
+            interval_s: 1.0,
+            end_ns: T0 + HOUR_NS + 1,
+        }
+        .to_point(&origin())])
         .expect("write");
     let rc = reporting::build_report(&other, &req, &FactorsChoice::load(&a).expect("a"))
         .expect("report c");
@@ -367,18 +365,15 @@ fn gaps_folded_points_and_gpu_only_hours_reach_the_report() {
         .int("folded_points", 7)
         .at(T0 + 2 * HOUR_NS + 5);
     store
-        .write(
-            &[
-                gpu(gap_end, EnergySource::Gap, 50_000.0),
-                gpu(
-                    gap_end + 600_000_000_000,
-                    EnergySource::Integrated,
-                    90_000.0,
-                ),
-                folded,
-            ],
-            None,
-        )
+        .write(&[
+            gpu(gap_end, EnergySource::Gap, 50_000.0),
+            gpu(
+                gap_end + 600_000_000_000,
+                EnergySource::Integrated,
+                90_000.0,
+            ),
+            folded,
+        ])
         .expect("write");
     let input = report_input(
         &store,
@@ -386,6 +381,8 @@ fn gaps_folded_points_and_gpu_only_hours_reach_the_report() {
             from_ns: T0 + 2 * HOUR_NS,
             to_ns: T0 + 3 * HOUR_NS,
         },
+        HOUR_NS,
+        "resident",
     )
     .expect("input");
     assert_eq!(input.gaps.len(), 1);
@@ -560,18 +557,16 @@ fn without_factors_an_unknown_zone_names_the_site() {
         host: "h1".into(),
     };
     store
-        .write(
-            &[SiteInfo {
-                country: "MARS".into(),
-                zone: "OLYMPUS".into(),
-                pue: 1.1,
-                wue_l_per_kwh: 0.0,
-                interval_s: 60.0,
-                end_ns: T0 + 1,
-            }
-            .to_point(&o)],
-            None,
-        )
+        .write(&[SiteInfo {
+            country: "MARS".into(),
+            zone: "OLYMPUS".into(),
+            pue: 1.1,
+            wue_l_per_kwh: 0.0,
+            idle_policy: None,
+            interval_s: 60.0,
+            end_ns: T0 + 1,
+        }
+        .to_point(&o)])
         .expect("write");
     drop(store);
     let out = cli(&["report"], &db);
@@ -768,13 +763,14 @@ fn a_year_of_64_gpus_and_8_models_reports_within_a_second() {
                     zone: "FR".into(),
                     pue: 1.2,
                     wue_l_per_kwh: 0.5,
+                    idle_policy: None,
                     interval_s: 10.0,
                     end_ns: T0 + 1,
                 }
                 .to_point(&o),
             );
         }
-        store.write(&batch, None).expect("write");
+        store.write(&batch).expect("write");
     }
     let started = Instant::now();
     let report = reporting::build_report(

@@ -53,14 +53,45 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// A point with an explicit interval.
+fn with_interval(p: Point, interval_s: f64) -> Point {
+    let mut p = p;
+    for (k, v) in p.fields.iter_mut() {
+        if k == "interval_s" {
+            *v = inferwatt_core::lineproto::FieldValue::Float(interval_s);
+        }
+    }
+    p
+}
+
+/// The share of the interval `(ts - iv, ts]` inside `(from, to]` (an instant: 1 inside, 0
+/// outside).
+fn overlap(ts: i64, interval_s: f64, from: i64, to: i64) -> f64 {
+    let iv = (interval_s * 1e9).round() as i64;
+    if iv == 0 {
+        return f64::from(u8::from(ts > from && ts <= to));
+    }
+    let (a, b) = ((ts - iv).max(from), ts.min(to));
+    if b <= a {
+        0.0
+    } else {
+        (b - a) as f64 / iv as f64
+    }
+}
+
+/// Intervals the store must spread: instants, agent ticks, a folded spool point, an
+/// hourly import row and a 28-hour outage.
+const INTERVALS: [f64; 6] = [0.0, 1.0, 2.0, 600.0, 5400.0, 28.0 * 3600.0];
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Whatever the points and the period, the rollup-backed sums equal the sums of the
-    /// raw points with `from < ts <= to`.
+    /// Whatever the points, their intervals and the period, the store's sums over
+    /// `(from, to]` hold exactly the part of each interval inside the period (pro rata to
+    /// time), whether they come from daily or hourly rollups or clipped raw rows.
     #[test]
-    fn rollups_sum_to_raw(
-        offsets in proptest::collection::vec((0i64..3 * DAY_NS, 0u32..1000, 0usize..3), 1..120),
+    fn sums_hold_the_energy_of_the_time_they_cover(
+        offsets in proptest::collection::vec((0i64..3 * DAY_NS, 0u32..1000, 0usize..3, 0usize..6), 1..120),
         a in 0i64..4 * DAY_NS,
         b in 0i64..4 * DAY_NS,
         edges in proptest::bool::ANY,
@@ -68,51 +99,126 @@ proptest! {
         let store = Store::open_in_memory().expect("store");
         let models = ["llama", "mistral", "_idle"];
         let mut points = Vec::new();
-        for (off, e, m) in &offsets {
+        for (off, e, m, iv) in &offsets {
             // Half the cases land exactly on hour boundaries, where off-by-one errors live.
             let ts = T0 + if edges { off / HOUR_NS * HOUR_NS } else { *off };
-            points.push(model_energy("h1", models[*m], ts, f64::from(*e) * 0.37));
-            points.push(gpu(ts, f64::from(*e), if e % 2 == 0 { "counter" } else { "integrated" }));
-            points.push(usage(ts, i64::from(*e)));
+            let iv = INTERVALS[*iv];
+            points.push(with_interval(model_energy("h1", models[*m], ts, f64::from(*e) * 0.37), iv));
+            points.push(with_interval(gpu(ts, f64::from(*e), if e % 2 == 0 { "counter" } else { "integrated" }), iv));
+            points.push(with_interval(usage(ts, i64::from(*e)), iv));
         }
-        store.write(&points, None).expect("write");
+        store.write(&points).expect("write");
         let (from, to) = (T0 + a.min(b) - HOUR_NS, T0 + a.max(b));
-        let inside: Vec<&Point> = {
+        let stored: Vec<&Point> = {
             // Deduplicated like the store: first point per (series, ts) wins.
             let mut seen = std::collections::HashSet::new();
             points
                 .iter()
                 .filter(|p| seen.insert((p.series_key(), p.timestamp)))
-                .filter(|p| p.timestamp.is_some_and(|t| t > from && t <= to))
                 .collect()
+        };
+        let share = |p: &Point| {
+            overlap(p.timestamp.unwrap_or(0), p.field_f64("interval_s").unwrap_or(0.0), from, to)
         };
 
         let rows = store.sum_model_energy(from, to).expect("query");
         for m in models {
-            let want: f64 = inside.iter().filter(|p| p.measurement == "model_energy" && p.tag_value("model") == Some(m))
-                .map(|p| p.field_f64("active_j").unwrap_or(0.0)).sum();
+            let want: f64 = stored.iter().filter(|p| p.measurement == "model_energy" && p.tag_value("model") == Some(m))
+                .map(|p| p.field_f64("active_j").unwrap_or(0.0) * share(p)).sum();
             let got: f64 = rows.iter().filter(|r| r.model == m).map(|r| r.active_j).sum();
-            prop_assert!(close(want, got), "model {m}: raw {want} vs store {got}");
+            prop_assert!((want - got).abs() <= 1e-6 * want.abs().max(1.0), "model {m}: raw {want} vs store {got}");
         }
         let n: i64 = rows.iter().map(|r| r.points).sum();
-        prop_assert_eq!(n as usize, inside.iter().filter(|p| p.measurement == "model_energy").count());
+        let ends_inside = |p: &&&Point| p.timestamp.is_some_and(|t| t > from && t <= to);
+        prop_assert_eq!(n as usize, stored.iter().filter(|p| p.measurement == "model_energy").filter(ends_inside).count());
 
         let rows = store.sum_gpu_energy(from, to).expect("query");
         for source in ["counter", "integrated"] {
-            let want: f64 = inside.iter().filter(|p| p.measurement == "gpu" && p.field_value("source").and_then(|v| v.as_str()) == Some(source))
-                .map(|p| p.field_f64("energy_j").unwrap_or(0.0)).sum();
+            let want: f64 = stored.iter().filter(|p| p.measurement == "gpu" && p.field_value("source").and_then(|v| v.as_str()) == Some(source))
+                .map(|p| p.field_f64("energy_j").unwrap_or(0.0) * share(p)).sum();
             let got: f64 = rows.iter().filter(|r| r.source == source).map(|r| r.energy_j).sum();
-            prop_assert!(close(want, got), "source {source}: raw {want} vs store {got}");
+            prop_assert!((want - got).abs() <= 1e-6 * want.abs().max(1.0), "source {source}: raw {want} vs store {got}");
         }
-        let gpu_hours: f64 = rows.iter().map(|r| r.gpu_hours()).sum();
-        let want_hours = inside.iter().filter(|p| p.measurement == "gpu").count() as f64 * 2.0 / 3600.0;
-        prop_assert!(close(want_hours, gpu_hours));
 
+        // Counts are whole in the rollups and clipped at the ragged edges: within one per
+        // point the period cuts.
         let rows = store.sum_model_usage(from, to).expect("query");
-        let want: f64 = inside.iter().filter(|p| p.measurement == "model_usage").map(|p| p.field_f64("output_tokens").unwrap_or(0.0)).sum();
+        let usage_points: Vec<&&Point> = stored.iter().filter(|p| p.measurement == "model_usage").collect();
+        let want: f64 = usage_points.iter().map(|p| p.field_f64("output_tokens").unwrap_or(0.0) * share(p)).sum();
+        let cut = usage_points.iter().filter(|p| { let s = share(p); s > 0.0 && s < 1.0 }).count() as f64;
         let got: i64 = rows.iter().map(|r| r.output_tokens).sum();
-        prop_assert_eq!(want as i64, got);
+        prop_assert!((want - got as f64).abs() <= cut + 1.0, "tokens: raw {want} vs store {got} ({cut} cut)");
     }
+}
+
+/// A 28-hour `_unattributed` interval (agent downtime) lands in the 28 hours it covers,
+/// each hour within 0.01% of its share, and in the two days it spans pro rata.
+#[test]
+fn a_28_hour_interval_spreads_over_its_28_hours() {
+    let store = Store::open_in_memory().expect("store");
+    let start = T0 + 20 * HOUR_NS;
+    let end = start + 28 * HOUR_NS;
+    let total = 28.0 * 3600.0 * 300.0;
+    let p = Point::new("model_energy")
+        .tag("site", "s1")
+        .tag("host", "h1")
+        .tag("gpu_uuid", "GPU-0")
+        .tag("model", "_unattributed")
+        .float("active_j", total)
+        .float("idle_j", 0.0)
+        .float("host_j", 0.0)
+        .float("interval_s", 28.0 * 3600.0)
+        .string("method", "none")
+        .at(end);
+    store.write(&[p]).expect("write");
+    for h in 0..28 {
+        let lo = start + h * HOUR_NS;
+        let rows = store.sum_model_energy(lo, lo + HOUR_NS).expect("hour");
+        let got = rows.iter().map(|r| r.active_j).sum::<f64>();
+        let want = total / 28.0;
+        assert!(
+            (got - want).abs() <= 1e-4 * want,
+            "hour {h}: {got} vs {want}"
+        );
+    }
+    assert!(store
+        .sum_model_energy(start - HOUR_NS, start)
+        .expect("before")
+        .iter()
+        .all(|r| r.active_j == 0.0));
+    // Day 0 holds 4 of its hours, day 1 all 24.
+    let day0: f64 = store
+        .sum_model_energy(T0, T0 + DAY_NS)
+        .expect("day 0")
+        .iter()
+        .map(|r| r.active_j)
+        .sum();
+    let day1: f64 = store
+        .sum_model_energy(T0 + DAY_NS, T0 + 2 * DAY_NS)
+        .expect("day 1")
+        .iter()
+        .map(|r| r.active_j)
+        .sum();
+    assert!((day0 - total * 4.0 / 28.0).abs() <= 1e-6 * total, "{day0}");
+    assert!((day1 - total * 24.0 / 28.0).abs() <= 1e-6 * total, "{day1}");
+    // The point counts once, at its end.
+    let rows = store.sum_model_energy(T0, T0 + 3 * DAY_NS).expect("all");
+    assert_eq!(rows.iter().map(|r| r.points).sum::<i64>(), 1);
+    assert!((rows[0].active_j - total).abs() <= 1e-6 * total);
+}
+
+/// An interval longer than 366 days, or negative, is refused with the field named.
+#[test]
+fn absurd_intervals_are_refused() {
+    let store = Store::open_in_memory().expect("store");
+    for iv in [-1.0, 400.0 * 86_400.0] {
+        let e = store
+            .write(&[with_interval(model_energy("h1", "llama", T0 + 1, 1.0), iv)])
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("'interval_s'") && e.contains("366 days"), "{e}");
+    }
+    assert_eq!(store.count_points().expect("count"), 0);
 }
 
 #[test]
@@ -122,24 +228,28 @@ fn retried_batch_is_stored_once_and_first_value_wins() {
         model_energy("h1", "llama", T0 + 1, 10.0),
         model_energy("h1", "llama", T0 + 2, 20.0),
     ];
-    let first = store.write(&batch, None).expect("write");
+    let first = store.write(&batch).expect("write");
     assert_eq!((first.written, first.duplicates), (2, 0));
-    let again = store.write(&batch, None).expect("write");
+    let again = store.write(&batch).expect("write");
     assert_eq!(
         (again.written, again.duplicates, again.conflicts),
         (0, 2, 0)
     );
     let changed = store
-        .write(&[model_energy("h1", "llama", T0 + 1, 99.0)], None)
+        .write(&[model_energy("h1", "llama", T0 + 1, 99.0)])
         .expect("write");
     assert_eq!(
         (changed.written, changed.duplicates, changed.conflicts),
         (0, 1, 1)
     );
     assert!(changed.first_conflict.is_some());
-    let rows = store.sum_model_energy(T0, T0 + 10).expect("query");
+    let rows = store
+        .sum_model_energy(T0 - HOUR_NS, T0 + 10)
+        .expect("query");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].active_j, 30.0);
+    // Within float rounding: the 1-s intervals straddle T0, so the sum is a rollup part
+    // plus a clipped raw part.
+    assert!(close(rows[0].active_j, 30.0), "{}", rows[0].active_j);
     assert_eq!(store.count_points().expect("count"), 2);
 }
 
@@ -152,7 +262,7 @@ fn a_bad_point_stores_nothing_of_its_batch() {
         .string("energy_j", "lots")
         .at(T0);
     let err = store
-        .write(&[model_energy("h1", "llama", T0 + 1, 10.0), bad], None)
+        .write(&[model_energy("h1", "llama", T0 + 1, 10.0), bad])
         .expect_err("refused");
     assert!(
         err.to_string().contains("point 1") && err.to_string().contains("'energy_j'"),
@@ -168,7 +278,7 @@ fn reopening_keeps_data_and_tokens() {
     {
         let store = Store::open(&path).expect("open");
         store
-            .write(&[model_energy("h1", "llama", T0 + 1, 10.0)], None)
+            .write(&[model_energy("h1", "llama", T0 + 1, 10.0)])
             .expect("write");
         store.add_token("ab", "s1", "h1", 5).expect("token");
     }
@@ -178,10 +288,10 @@ fn reopening_keeps_data_and_tokens() {
         store.find_token("ab").expect("find").map(|t| t.host),
         Some("h1".into())
     );
-    assert_eq!(
-        store.sum_model_energy(T0, T0 + 1).expect("query")[0].active_j,
+    assert!(close(
+        store.sum_model_energy(T0 - HOUR_NS, T0 + 1).expect("query")[0].active_j,
         10.0
-    );
+    ));
 }
 
 #[test]
@@ -190,28 +300,33 @@ fn retention_drops_old_raw_rows_but_rollups_keep_their_sums() {
     let old = T0 + 3 * HOUR_NS + 5;
     let recent = T0 + 10 * DAY_NS;
     store
-        .write(
-            &[
-                model_energy("h1", "llama", old, 10.0),
-                model_energy("h1", "llama", recent, 1.0),
-            ],
-            None,
-        )
+        .write(&[
+            model_energy("h1", "llama", old, 10.0),
+            model_energy("h1", "llama", recent, 1.0),
+        ])
         .expect("write");
-    let out = store.apply_retention(recent, 2, 0).expect("retention");
-    assert_eq!(out.raw_deleted, 1);
-    assert_eq!(store.count_points().expect("count"), 1);
+    // Just stored: old by timestamp but not by ingest time, so kept (an import of last
+    // year's data must stay deduplicable).
+    let now = inferwatt_collector::now_ns();
+    assert_eq!(
+        store
+            .apply_retention(now, 2, 0)
+            .expect("retention")
+            .raw_deleted,
+        0
+    );
+    // Once the ingest time is past the horizon too, the old raw row goes.
+    let later = now + 3 * DAY_NS;
+    let out = store.apply_retention(later, 2, 0).expect("retention");
+    assert_eq!(out.raw_deleted, 2, "{out:?}");
     // The whole day is read from the daily rollup.
     let rows = store.sum_model_energy(T0, T0 + DAY_NS).expect("query");
     assert_eq!(rows[0].active_j, 10.0);
-    // Points older than the horizon are refused, since their duplicates can no longer be seen.
+    // Old data of any age is stored, never refused for its age.
     let o = store
-        .write(
-            &[model_energy("h1", "llama", old, 10.0)],
-            Some(recent - 2 * DAY_NS),
-        )
+        .write(&[model_energy("h1", "llama", old - 400 * DAY_NS, 10.0)])
         .expect("write");
-    assert_eq!((o.written, o.expired), (0, 1));
+    assert_eq!(o.written, 1);
     let out = store.apply_retention(recent, 2, 3).expect("retention");
     assert!(out.rollup_deleted >= 2, "{out:?}");
     assert!(store
@@ -235,14 +350,11 @@ fn latest_site_row_before_the_period_end() {
             .at(ts)
     };
     store
-        .write(
-            &[
-                site(T0 + 10, 1.5),
-                site(T0 + 2 * HOUR_NS, 1.3),
-                site(T0 + 5, 1.9),
-            ],
-            None,
-        )
+        .write(&[
+            site(T0 + 10, 1.5),
+            site(T0 + 2 * HOUR_NS, 1.3),
+            site(T0 + 5, 1.9),
+        ])
         .expect("write");
     let rows = store.latest_sites(T0 + HOUR_NS).expect("query");
     assert_eq!(rows.len(), 1);
@@ -285,13 +397,13 @@ fn a_year_of_64_gpus_and_8_models_reports_in_well_under_a_second() {
             .iter()
             .map(|s| point(s, T0 + day * DAY_NS + 7))
             .collect();
-        store.write(&batch, None).expect("write");
+        store.write(&batch).expect("write");
     }
     let tail = T0 + 365 * DAY_NS;
     for step in 0..(2 * HOUR_NS / 10_000_000_000) {
         let ts = tail - HOUR_NS + step * 10_000_000_000 + 3;
         let batch: Vec<Point> = series.iter().map(|s| point(s, ts)).collect();
-        store.write(&batch, None).expect("write");
+        store.write(&batch).expect("write");
     }
     let (from, to) = (T0 + HOUR_NS / 2, tail + HOUR_NS / 2);
     let started = Instant::now();

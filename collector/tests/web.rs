@@ -50,6 +50,7 @@ fn fill(store: &Store) {
         zone: "DE".into(),
         pue: PUE,
         wue_l_per_kwh: WUE,
+        idle_policy: None,
         interval_s: 60.0,
         end_ns: T0 + 1,
     }
@@ -96,7 +97,7 @@ fn fill(store: &Store) {
             .to_point(&o),
         );
     }
-    store.write(&points, None).expect("write");
+    store.write(&points).expect("write");
 }
 
 /// Hand arithmetic: (facility kWh, location kg, water L) of `model` in hour `h`.
@@ -358,7 +359,7 @@ async fn series_sum_to_the_report_over_the_same_period() {
 async fn series_errors_name_the_value_and_the_fix() {
     let s = state(config());
     for (query, needle) in [
-        ("step=900", "'900'"),
+        ("step=90", "'90'"),
         ("step=hourly", "'hourly'"),
         ("group=country", "'country'"),
         ("from=soon", "'soon'"),

@@ -93,7 +93,7 @@ async fn good_batch_is_204_and_stored() {
     let rows = f
         .state
         .store
-        .sum_model_energy(T0 - 1, T0 + 100)
+        .sum_model_energy(T0 - 3_600_000_000_000, T0 + 100)
         .expect("query");
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -212,7 +212,7 @@ async fn same_batch_twice_is_stored_once() {
     let rows = f
         .state
         .store
-        .sum_model_energy(T0 - 1, T0 + 100)
+        .sum_model_energy(T0 - 3_600_000_000_000, T0 + 100)
         .expect("query");
     assert_eq!(rows[0].points, 20);
     let req = Request::get("/metrics")
@@ -324,7 +324,11 @@ async fn auth_none_accepts_tagged_points_without_a_token() {
         ))
         .expect("request");
     assert_eq!(send(&f.state, req).await.0, StatusCode::NO_CONTENT);
-    let rows = f.state.store.sum_model_usage(T0 - 1, T0).expect("query");
+    let rows = f
+        .state
+        .store
+        .sum_model_usage(T0 - 3_600_000_000_000, T0)
+        .expect("query");
     assert_eq!(rows[0].requests, 3);
     // Every point still needs its site/host tags.
     let req = Request::post("/api/v2/write")
@@ -451,7 +455,11 @@ async fn resent_point_with_another_value_is_ignored_and_counted() {
     assert_eq!(post(&f, lines("h1", 1, T0)).await.0, StatusCode::NO_CONTENT);
     let changed = lines("h1", 1, T0).replace("active_j=0.5", "active_j=99");
     assert_eq!(post(&f, changed).await.0, StatusCode::NO_CONTENT);
-    let rows = f.state.store.sum_model_energy(T0 - 1, T0).expect("query");
+    let rows = f
+        .state
+        .store
+        .sum_model_energy(T0 - 3_600_000_000_000, T0)
+        .expect("query");
     assert_eq!(rows[0].active_j, 0.5, "the first value wins");
     let req = Request::get("/metrics")
         .body(Body::empty())

@@ -25,6 +25,10 @@ pub const MODEL_IDLE: &str = "_idle";
 /// Reserved model name: energy the counters saw that the agent could not attribute
 /// (for instance while it was down).
 pub const MODEL_UNATTRIBUTED: &str = "_unattributed";
+/// Optional `model_energy` field: the model's share of the GPU's time in the interval, in
+/// seconds. The collector computes it when a point does not carry it (see
+/// docs/ARCHITECTURE.md "Store"); imports that know it (one model per GPU) set it.
+pub const GPU_SECONDS_FIELD: &str = "gpu_s";
 
 /// How a GPU interval's energy was measured.
 #[derive(
@@ -249,21 +253,27 @@ pub struct SiteInfo {
     pub zone: String,
     pub pue: f64,
     pub wue_l_per_kwh: f64,
+    /// The idle policy the agent attributes with (`resident`, `separate`); the report
+    /// states it and charges the host's unassigned energy by it.
+    pub idle_policy: Option<String>,
     pub interval_s: f64,
     pub end_ns: i64,
 }
 
 impl SiteInfo {
     pub fn to_point(&self, o: &Origin) -> Point {
-        Point::new(SITE)
+        let p = Point::new(SITE)
             .tag("site", &o.site)
             .tag("host", &o.host)
             .tag("country", &self.country)
             .tag("zone", &self.zone)
             .float("pue", self.pue)
-            .float("wue_l_per_kwh", self.wue_l_per_kwh)
-            .float("interval_s", self.interval_s)
-            .at(self.end_ns)
+            .float("wue_l_per_kwh", self.wue_l_per_kwh);
+        let p = match &self.idle_policy {
+            Some(policy) => p.string("idle_policy", policy),
+            None => p,
+        };
+        p.float("interval_s", self.interval_s).at(self.end_ns)
     }
 }
 

@@ -35,8 +35,8 @@ struct Args {
 }
 
 const HOUR_NS: i64 = 3_600_000_000_000;
-/// 2026-01-01T00:00:00Z.
-const T0: i64 = 1_767_225_600 * 1_000_000_000;
+/// 2025-01-01T00:00:00Z: a past year, as a report over a year is.
+const T0: i64 = 1_735_689_600 * 1_000_000_000;
 const HOSTS: u32 = 8;
 const GPUS_PER_HOST: u32 = 8;
 const MODELS: u32 = 8;
@@ -55,6 +55,7 @@ fn day_points(day: i64) -> Vec<inferwatt_core::lineproto::Point> {
                     zone: if h % 2 == 0 { "DE" } else { "FR" }.into(),
                     pue: 1.2,
                     wue_l_per_kwh: 0.5,
+                    idle_policy: Some("resident".into()),
                     interval_s: 3600.0,
                     end_ns: T0 + 1,
                 }
@@ -136,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         for day in 0..args.days {
             let batch = day_points(day);
             points += batch.len();
-            store.write(&batch, None)?;
+            store.write(&batch)?;
         }
     }
     let fill_s = fill_started.elapsed().as_secs_f64();

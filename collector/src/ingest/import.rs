@@ -42,7 +42,6 @@ pub fn import_csv_file(
     format: super::csv_import::CsvFormat,
     site: &str,
     host: &str,
-    min_ts_ns: Option<i64>,
 ) -> Result<WriteOutcome, ImportError> {
     use super::csv_import::{codecarbon_points, nvidia_smi_points, CsvFormat};
     if site.is_empty() || host.is_empty() {
@@ -63,23 +62,20 @@ pub fn import_csv_file(
         path: path.to_path_buf(),
         source,
     })?;
-    store
-        .write(&points, min_ts_ns)
-        .map_err(|source| ImportError::Store {
-            path: path.to_path_buf(),
-            source,
-        })
+    store.write(&points).map_err(|source| ImportError::Store {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Imports `path` (gzip when it starts with the gzip magic bytes). Nothing is stored
-/// when any line is bad. Points at or before `min_ts_ns` are skipped and counted.
+/// when any line is bad; data of any age is stored.
 pub fn import_file(
     store: &Store,
     path: &Path,
     precision: Precision,
-    min_ts_ns: Option<i64>,
 ) -> Result<WriteOutcome, ImportError> {
-    import_file_with_progress(store, path, precision, min_ts_ns, &mut |_, _| {})
+    import_file_with_progress(store, path, precision, &mut |_, _| {})
 }
 
 /// [`import_file`], reporting the write's progress (`done`, `total` points).
@@ -87,7 +83,6 @@ pub fn import_file_with_progress(
     store: &Store,
     path: &Path,
     precision: Precision,
-    min_ts_ns: Option<i64>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WriteOutcome, ImportError> {
     let raw = std::fs::read(path).map_err(|source| ImportError::Read {
@@ -104,15 +99,7 @@ pub fn import_file_with_progress(
         Encoding::Identity
     };
     let text = body::decode_content(raw, encoding, u64::MAX - 1).map_err(|e| rejected(e.into()))?;
-    super::ingest_points_with_progress(
-        store,
-        &text,
-        precision,
-        None,
-        min_ts_ns,
-        crate::now_ns(),
-        progress,
-    )
-    .map(|(outcome, _)| outcome)
-    .map_err(rejected)
+    super::ingest_points_with_progress(store, &text, precision, None, crate::now_ns(), progress)
+        .map(|(outcome, _)| outcome)
+        .map_err(rejected)
 }

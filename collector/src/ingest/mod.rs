@@ -133,10 +133,9 @@ pub fn ingest_bytes(
     body: &[u8],
     precision: Precision,
     binding: Option<&Binding>,
-    min_ts_ns: Option<i64>,
     now_ns: i64,
 ) -> Result<WriteOutcome, ApiError> {
-    ingest_points(store, body, precision, binding, min_ts_ns, now_ns).map(|(o, _)| o)
+    ingest_points(store, body, precision, binding, now_ns).map(|(o, _)| o)
 }
 
 /// [`ingest_bytes`], also returning the decoded points (for forwarding after the commit).
@@ -145,18 +144,9 @@ pub fn ingest_points(
     body: &[u8],
     precision: Precision,
     binding: Option<&Binding>,
-    min_ts_ns: Option<i64>,
     now_ns: i64,
 ) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
-    ingest_points_with_progress(
-        store,
-        body,
-        precision,
-        binding,
-        min_ts_ns,
-        now_ns,
-        &mut |_, _| {},
-    )
+    ingest_points_with_progress(store, body, precision, binding, now_ns, &mut |_, _| {})
 }
 
 /// [`ingest_points`], reporting the write's progress (`done`, `total` points).
@@ -165,7 +155,6 @@ pub fn ingest_points_with_progress(
     body: &[u8],
     precision: Precision,
     binding: Option<&Binding>,
-    min_ts_ns: Option<i64>,
     now_ns: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
@@ -179,7 +168,7 @@ pub fn ingest_points_with_progress(
             ApiError::Invalid(msg)
         });
     }
-    match store.write_with_progress(&points, min_ts_ns, progress) {
+    match store.write_with_progress(&points, progress) {
         Ok(o) => Ok((o, points)),
         Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
             "{}: {reason}",
@@ -240,10 +229,8 @@ pub async fn write(
     let outcome = blocking(move || {
         let body = body::decode_content(raw, encoding, limit)?;
         let now = crate::now_ns();
-        let min = crate::store::retention::raw_cutoff_ns(now, s.config.raw_retention_days);
-        let (outcome, points) =
-            ingest_points(&s.store, &body, precision, binding.as_ref(), min, now)?;
-        s.forward_points(&points, min);
+        let (outcome, points) = ingest_points(&s.store, &body, precision, binding.as_ref(), now)?;
+        s.forward_points(&points);
         Ok(outcome)
     })
     .await?;
@@ -257,13 +244,6 @@ pub async fn write(
                  (logged once; see inferwatt_collector_points_conflicting_total)"
             );
         }
-    }
-    if outcome.expired > 0 {
-        tracing::warn!(
-            expired = outcome.expired,
-            raw_retention_days = state.config.raw_retention_days,
-            "points older than the raw retention were not stored"
-        );
     }
     Ok(StatusCode::NO_CONTENT)
 }

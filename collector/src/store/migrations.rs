@@ -18,7 +18,14 @@ use super::StoreError;
 /// - `*_rollup`: sums per series and time bucket, at two levels (`level` = bucket width in
 ///   seconds: 3600 and 86400), maintained in the transaction that inserts the point.
 /// - `tokens`: SHA-256 of write tokens and the site/host each may write.
-pub const MIGRATIONS: &[&str] = &[r#"
+///
+/// Version 2 (see [`MIGRATION_2`]) spreads intervals over the buckets they cover, adds the
+/// GPU time of model rows, the agents' idle policy, the ingest time of points and the
+/// files imported.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+
+/// The first released schema.
+const MIGRATION_1: &str = r#"
 CREATE TABLE series (
     id INTEGER PRIMARY KEY,
     series_key TEXT NOT NULL UNIQUE,
@@ -105,7 +112,37 @@ CREATE TABLE tokens (
     host TEXT NOT NULL,
     created_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#;
+
+/// Version 2:
+/// - `points.ingested_ns`: when the point was stored. Retention deletes a raw row only
+///   when both its timestamp and its ingest time are older than the raw horizon, so an
+///   import of old data stays deduplicable for the whole raw retention after it arrives
+///   (rows stored before v2 count as ingested at the epoch).
+/// - `model_energy_*.gpu_s`: the model's share of the GPU's time in the interval (the
+///   interval × its share of the GPU's energy in that interval, computed when stored).
+///   v1 rows did not carry it: their full interval is taken, which over-counts GPU time
+///   only where several models shared a GPU before the upgrade.
+/// - `site_*.idle_policy`: the idle policy the agent ran (`resident`, `separate`), NULL
+///   when the point did not say.
+/// - `meta`: store-wide values (`max_interval_ns`: the longest interval stored, which
+///   bounds the raw rows a period's edges must read).
+/// - `imports`: SHA-256 of every file imported, so the same file is not imported twice.
+const MIGRATION_2: &str = r#"
+ALTER TABLE points ADD COLUMN ingested_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE model_energy_raw ADD COLUMN gpu_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE model_energy_rollup ADD COLUMN gpu_s REAL NOT NULL DEFAULT 0;
+UPDATE model_energy_raw SET gpu_s = interval_s;
+UPDATE model_energy_rollup SET gpu_s = interval_s;
+ALTER TABLE site_raw ADD COLUMN idle_policy TEXT;
+ALTER TABLE site_rollup ADD COLUMN idle_policy TEXT;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta (key, value)
+  SELECT 'max_interval_ns', CAST(COALESCE(MAX(m), 0) * 1e9 AS INTEGER) FROM (
+    SELECT MAX(interval_s) AS m FROM gpu_raw UNION ALL SELECT MAX(interval_s) FROM model_energy_raw
+    UNION ALL SELECT MAX(interval_s) FROM model_usage_raw UNION ALL SELECT MAX(interval_s) FROM host_energy_raw);
+CREATE TABLE imports (sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, points INTEGER NOT NULL, imported_ns INTEGER NOT NULL) WITHOUT ROWID;
+"#;
 
 /// Brings the database to the latest schema version, one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

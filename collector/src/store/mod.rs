@@ -53,10 +53,16 @@ pub struct WriteOutcome {
     pub duplicates: u64,
     /// Duplicates whose fields differ from the stored ones (the stored ones were kept).
     pub conflicts: u64,
-    /// Points older than the raw retention horizon, not stored.
-    pub expired: u64,
     /// The first conflicting point's series key and timestamp, for one log line.
     pub first_conflict: Option<String>,
+}
+
+/// A file imported before, by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRow {
+    pub path: String,
+    pub points: u64,
+    pub imported_ns: i64,
 }
 
 /// A write token's binding, as stored.
@@ -114,13 +120,10 @@ impl Store {
 
     /// Stores `points` in one transaction (all or nothing), deduplicating on (measurement,
     /// tag set, timestamp) and maintaining the rollups. Points without a timestamp are
-    /// refused; points at or before `min_ts_ns` are skipped and counted as expired.
-    pub fn write(
-        &self,
-        points: &[Point],
-        min_ts_ns: Option<i64>,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.write_with_progress(points, min_ts_ns, &mut |_, _| {})
+    /// refused. Data of any age is stored: retention prunes raw rows later, by age and by
+    /// ingest time (see [`Store::apply_retention`]).
+    pub fn write(&self, points: &[Point]) -> Result<WriteOutcome, StoreError> {
+        self.write_with_progress(points, &mut |_, _| {})
     }
 
     /// [`Store::write`], calling `progress(done, total)` every 10,000 points (for the
@@ -128,7 +131,6 @@ impl Store {
     pub fn write_with_progress(
         &self,
         points: &[Point],
-        min_ts_ns: Option<i64>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<WriteOutcome, StoreError> {
         let typed = points
@@ -138,13 +140,20 @@ impl Store {
                 rollup::classify(p).map_err(|reason| StoreError::InvalidPoint { index, reason })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let gpu_s = gpu_seconds(points, &typed);
+        let max_interval_ns = typed
+            .iter()
+            .map(|t| rollup::interval_ns(t.interval_s()))
+            .max()
+            .unwrap_or(0);
+        let now = crate::now_ns();
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let mut outcome = WriteOutcome::default();
         {
             let mut series_ids: HashMap<String, i64> = HashMap::new();
             let mut insert_point = tx.prepare_cached(
-                "INSERT OR IGNORE INTO points (series_id, ts, fields) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO points (series_id, ts, fields, ingested_ns) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut stored_fields =
                 tx.prepare_cached("SELECT fields FROM points WHERE series_id = ?1 AND ts = ?2")?;
@@ -158,10 +167,6 @@ impl Store {
                         reason: "point has no timestamp".into(),
                     });
                 };
-                if min_ts_ns.is_some_and(|min| ts <= min) {
-                    outcome.expired += 1;
-                    continue;
-                }
                 let key = p.series_key();
                 let series_id = match series_ids.get(&key) {
                     Some(id) => *id,
@@ -172,7 +177,7 @@ impl Store {
                     }
                 };
                 let fields = fields_json(p);
-                if insert_point.execute(params![series_id, ts, fields])? == 0 {
+                if insert_point.execute(params![series_id, ts, fields, now])? == 0 {
                     outcome.duplicates += 1;
                     let old: String =
                         stored_fields.query_row(params![series_id, ts], |r| r.get(0))?;
@@ -185,7 +190,13 @@ impl Store {
                     continue;
                 }
                 outcome.written += 1;
-                rollup::insert_typed(&tx, series_id, ts, t)?;
+                rollup::insert_typed(&tx, series_id, ts, t, gpu_s[index])?;
+            }
+            if outcome.written > 0 {
+                tx.execute(
+                    "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'max_interval_ns'",
+                    params![max_interval_ns],
+                )?;
             }
         }
         tx.commit()?;
@@ -230,6 +241,40 @@ impl Store {
         })
     }
 
+    /// The earlier import of a file with this SHA-256 (hex), if any.
+    pub fn imported(&self, sha256_hex: &str) -> Result<Option<ImportRow>, StoreError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT path, points, imported_ns FROM imports WHERE sha256 = ?1",
+                [sha256_hex],
+                |r| {
+                    Ok(ImportRow {
+                        path: r.get(0)?,
+                        points: r.get::<_, i64>(1)? as u64,
+                        imported_ns: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that a file with this SHA-256 was imported (`points` written).
+    pub fn record_import(
+        &self,
+        sha256_hex: &str,
+        path: &str,
+        points: u64,
+        imported_ns: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO imports (sha256, path, points, imported_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![sha256_hex, path, points as i64, imported_ns],
+        )?;
+        Ok(())
+    }
+
     /// Stores a token's SHA-256 (hex) and binding; replaces an existing row with that hash.
     pub fn add_token(
         &self,
@@ -264,6 +309,56 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// The GPU time of each `model_energy` point of a batch (0 for other points): its own
+/// `gpu_s` field when it carries one, else its interval × its share of the GPU energy
+/// (active + idle) of the model rows of the same GPU (site, host, `gpu_uuid`) and
+/// timestamp in the batch — equal shares when none of them has energy. The agent ships an
+/// interval's rows in one batch, so the shares of a GPU's models add up to its time.
+fn gpu_seconds(points: &[Point], typed: &[rollup::Typed]) -> Vec<f64> {
+    let key = |p: &Point| {
+        (
+            p.tag_value("site").unwrap_or("").to_owned(),
+            p.tag_value("host").unwrap_or("").to_owned(),
+            p.tag_value("gpu_uuid").unwrap_or("").to_owned(),
+            p.timestamp.unwrap_or(0),
+        )
+    };
+    // Per GPU interval: Σ GPU energy of its model rows and their number.
+    let mut groups: HashMap<(String, String, String, i64), (f64, usize)> = HashMap::new();
+    for (p, t) in points.iter().zip(typed) {
+        if let rollup::Typed::ModelEnergy {
+            active_j, idle_j, ..
+        } = t
+        {
+            let g = groups.entry(key(p)).or_default();
+            g.0 += (active_j + idle_j).max(0.0);
+            g.1 += 1;
+        }
+    }
+    points
+        .iter()
+        .zip(typed)
+        .map(|(p, t)| match t {
+            rollup::Typed::ModelEnergy { gpu_s: Some(g), .. } => *g,
+            rollup::Typed::ModelEnergy {
+                active_j,
+                idle_j,
+                interval_s,
+                ..
+            } => {
+                let (sum, n) = groups.get(&key(p)).copied().unwrap_or((0.0, 1));
+                let share = if sum > 0.0 {
+                    (active_j + idle_j).max(0.0) / sum
+                } else {
+                    1.0 / n.max(1) as f64
+                };
+                interval_s * share
+            }
+            _ => 0.0,
+        })
+        .collect()
 }
 
 /// The id of a series, inserting it on first sight.

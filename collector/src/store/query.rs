@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rollup::bucket_of;
-use super::{Store, StoreError, HOUR_NS, LEVELS};
+use super::rollup;
+use super::{Store, StoreError, DAY_NS, HOUR_NS, LEVELS};
 
 /// A piece of a period: `(lo, hi]` read from raw rows, or whole buckets `[lo, hi)` of a level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub(crate) enum Segment {
 
 /// Splits `(from, to]` into whole buckets of the coarsest level that fits, then finer
 /// levels, then raw edges.
+#[cfg(test)]
 pub(crate) fn segments(from: i64, to: i64) -> Vec<Segment> {
     let mut out = Vec::new();
     split(from, to, &LEVELS, &mut out);
@@ -87,6 +88,8 @@ pub struct ModelEnergyRow {
     pub idle_j: f64,
     pub host_j: f64,
     pub interval_s: f64,
+    /// The model's share of the GPU's time, seconds (see `Store::write`).
+    pub gpu_s: f64,
     pub points: i64,
 }
 
@@ -128,40 +131,181 @@ pub struct SiteRow {
     pub ts: i64,
 }
 
-/// Sums (and point count) per (series id, group key).
-type Sums<const N: usize> = HashMap<(i64, String), ([f64; N], i64)>;
+/// Sums (and point count) per (series id, group key, bucket start).
+type Sums = HashMap<(i64, String, i64), (Vec<f64>, i64)>;
 
-/// Sums per (series, group key) over every segment of the period. `raw` and `rollup` are
-/// `SELECT series_id, key, v1, …, points` queries whose last three parameters are
-/// (lo, hi) and, for rollups, the level first.
-fn sum_segments<const N: usize>(
+/// One typed measurement as the queries read it: its raw and rollup tables, the column
+/// read as the group key (`''` for none) and the summed columns.
+pub(crate) struct Table {
+    pub raw: &'static str,
+    pub rollup: &'static str,
+    pub key: &'static str,
+    pub cols: &'static [&'static str],
+}
+
+pub(crate) const GPU_T: Table = Table {
+    raw: "gpu_raw",
+    rollup: "gpu_rollup",
+    key: "source",
+    cols: &["energy_j", "interval_s"],
+};
+pub(crate) const MODEL_T: Table = Table {
+    raw: "model_energy_raw",
+    rollup: "model_energy_rollup",
+    key: "''",
+    cols: &["active_j", "idle_j", "host_j", "interval_s", "gpu_s"],
+};
+pub(crate) const USAGE_T: Table = Table {
+    raw: "model_usage_raw",
+    rollup: "model_usage_rollup",
+    key: "''",
+    cols: &["requests", "input_tokens", "output_tokens", "interval_s"],
+};
+pub(crate) const HOST_T: Table = Table {
+    raw: "host_energy_raw",
+    rollup: "host_energy_rollup",
+    key: "source",
+    cols: &["cpu_j", "dram_j", "interval_s"],
+};
+
+/// The longest interval stored, ns: raw rows ending up to this long after a period can
+/// still overlap it.
+fn max_interval_ns(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'max_interval_ns'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Sums per (series, key, bucket) of the part of every stored interval inside
+/// `(from, to]`. `grain_ns` is the width of the output buckets: 0 sums the whole period
+/// into bucket 0; [`DAY_NS`] and [`HOUR_NS`] read whole buckets from the rollups (days and
+/// hours, or hours only) and the ragged edges from raw rows; a finer grain (minutes) reads
+/// raw rows only. Raw rows are clipped to the piece read and split over the output buckets
+/// pro rata to time, as the rollups were when stored — so any grain sums to the same
+/// totals, and a sum over a period holds exactly the energy of the time it covers.
+pub(crate) fn bucket_sums(
     conn: &Connection,
+    t: &Table,
     from: i64,
     to: i64,
-    raw: &str,
-    rollup: &str,
-) -> Result<Sums<N>, StoreError> {
-    let mut acc: Sums<N> = HashMap::new();
-    for seg in segments(from, to) {
-        let (mut stmt, p) = match seg {
-            Segment::Raw { lo, hi } => (conn.prepare_cached(raw)?, [0, lo, hi]),
-            Segment::Rollup { level, lo, hi } => (conn.prepare_cached(rollup)?, [level, lo, hi]),
-        };
-        let mut rows = match seg {
-            Segment::Raw { .. } => stmt.query(params![p[1], p[2]])?,
-            Segment::Rollup { .. } => stmt.query(params![p[0], p[1], p[2]])?,
-        };
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let key: String = r.get(1)?;
-            let e = acc.entry((id, key)).or_insert(([0.0; N], 0));
-            for (i, v) in e.0.iter_mut().enumerate() {
-                *v += r.get::<_, f64>(2 + i)?;
+    grain_ns: i64,
+) -> Result<Sums, StoreError> {
+    let cols = t.cols.join(", ");
+    let n = t.cols.len();
+    let mut acc: Sums = HashMap::new();
+    let levels: &[(i64, i64)] = if grain_ns == 0 || grain_ns >= DAY_NS {
+        &LEVELS
+    } else if grain_ns >= HOUR_NS {
+        &LEVELS[1..]
+    } else {
+        &[]
+    };
+    let out_bucket = |b: i64| {
+        if grain_ns == 0 {
+            0
+        } else {
+            b.div_euclid(grain_ns) * grain_ns
+        }
+    };
+    let max_iv = max_interval_ns(conn)?;
+    let mut segs = Vec::new();
+    split(from, to, levels, &mut segs);
+    for seg in segs {
+        match seg {
+            Segment::Rollup { level, lo, hi } => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT series_id, {key}, bucket, {cols}, points FROM {table}
+                     WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3",
+                    key = t.key,
+                    table = t.rollup
+                ))?;
+                let mut rows = stmt.query(params![level, lo, hi])?;
+                while let Some(r) = rows.next()? {
+                    let id: i64 = r.get(0)?;
+                    let key: String = r.get(1)?;
+                    let b: i64 = r.get(2)?;
+                    let e = acc
+                        .entry((id, key, out_bucket(b)))
+                        .or_insert_with(|| (vec![0.0; n], 0));
+                    for (i, v) in e.0.iter_mut().enumerate() {
+                        *v += r.get::<_, f64>(3 + i)?;
+                    }
+                    e.1 += r.get::<_, i64>(3 + n)?;
+                }
             }
-            e.1 += r.get::<_, i64>(2 + N)?;
+            Segment::Raw { lo, hi } => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT series_id, {key}, ts, interval_s, {cols} FROM {table}
+                     WHERE ts > ?1 AND ts <= ?2",
+                    key = t.key,
+                    table = t.raw
+                ))?;
+                let mut rows = stmt.query(params![lo, hi.saturating_add(max_iv)])?;
+                let mut vals = vec![0.0; n];
+                while let Some(r) = rows.next()? {
+                    let ts: i64 = r.get(2)?;
+                    let iv = rollup::interval_ns(r.get(3)?);
+                    let (start, end) = (ts.saturating_sub(iv), ts);
+                    if iv > 0 && (end <= lo || start >= hi) || iv == 0 && !(lo < ts && ts <= hi) {
+                        continue;
+                    }
+                    for (i, v) in vals.iter_mut().enumerate() {
+                        *v = r.get::<_, f64>(4 + i)?;
+                    }
+                    let id: i64 = r.get(0)?;
+                    let key: String = r.get(1)?;
+                    // The pieces of the row's interval inside (lo, hi], by output bucket.
+                    let pieces: Vec<(i64, f64)> = if iv == 0 {
+                        vec![(out_bucket(ts - 1), 1.0)]
+                    } else {
+                        let (a, b) = (start.max(lo), end.min(hi));
+                        let width = if grain_ns == 0 {
+                            i64::MAX / 4
+                        } else {
+                            grain_ns
+                        };
+                        rollup::parts(b, b - a, width)
+                            .into_iter()
+                            .map(|(bk, ns)| (out_bucket(bk.max(a)), ns as f64 / iv as f64))
+                            .collect()
+                    };
+                    let counted = lo < ts && ts <= hi;
+                    let last = pieces.len().saturating_sub(1);
+                    for (k, (bk, frac)) in pieces.into_iter().enumerate() {
+                        let e = acc
+                            .entry((id, key.clone(), bk))
+                            .or_insert_with(|| (vec![0.0; n], 0));
+                        for (i, v) in e.0.iter_mut().enumerate() {
+                            *v += vals[i] * frac;
+                        }
+                        e.1 += i64::from(counted && k == last);
+                    }
+                }
+            }
         }
     }
     Ok(acc)
+}
+
+/// Sums (and point count) per (series id, group key) over a whole period.
+type PeriodSums = HashMap<(i64, String), (Vec<f64>, i64)>;
+
+/// Period totals per (series id, key): [`bucket_sums`] with grain 0.
+fn sum_segments(
+    conn: &Connection,
+    t: &Table,
+    from: i64,
+    to: i64,
+) -> Result<PeriodSums, StoreError> {
+    Ok(bucket_sums(conn, t, from, to, 0)?
+        .into_iter()
+        .map(|((id, key, _), v)| ((id, key), v))
+        .collect())
 }
 
 /// Tag columns of a series.
@@ -191,17 +335,10 @@ impl Store {
         to_ns: i64,
     ) -> Result<Vec<GpuEnergyRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_segments::<2>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, source, SUM(energy_j), SUM(interval_s), COUNT(*) FROM gpu_raw
-             WHERE ts > ?1 AND ts <= ?2 GROUP BY series_id, source",
-            "SELECT series_id, source, SUM(energy_j), SUM(interval_s), SUM(points) FROM gpu_rollup
-             WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3 GROUP BY series_id, source",
-        )?;
+        let acc = sum_segments(&conn, &GPU_T, from_ns, to_ns)?;
         let mut out = Vec::with_capacity(acc.len());
-        for ((id, source), ([energy_j, interval_s], points)) in acc {
+        for ((id, source), (v, points)) in acc {
+            let [energy_j, interval_s] = [v[0], v[1]];
             let [site, host, gpu_uuid, gpu_name, ..] = series_tags(&conn, id)?;
             out.push(GpuEnergyRow {
                 site,
@@ -232,17 +369,10 @@ impl Store {
         to_ns: i64,
     ) -> Result<Vec<ModelEnergyRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_segments::<4>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, '', SUM(active_j), SUM(idle_j), SUM(host_j), SUM(interval_s), COUNT(*)
-             FROM model_energy_raw WHERE ts > ?1 AND ts <= ?2 GROUP BY series_id",
-            "SELECT series_id, '', SUM(active_j), SUM(idle_j), SUM(host_j), SUM(interval_s), SUM(points)
-             FROM model_energy_rollup WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3 GROUP BY series_id",
-        )?;
+        let acc = sum_segments(&conn, &MODEL_T, from_ns, to_ns)?;
         let mut out = Vec::with_capacity(acc.len());
-        for ((id, _), ([active_j, idle_j, host_j, interval_s], points)) in acc {
+        for ((id, _), (v, points)) in acc {
+            let [active_j, idle_j, host_j, interval_s, gpu_s] = [v[0], v[1], v[2], v[3], v[4]];
             let [site, host, gpu_uuid, _, model, server, ..] = series_tags(&conn, id)?;
             out.push(ModelEnergyRow {
                 site,
@@ -254,6 +384,7 @@ impl Store {
                 idle_j,
                 host_j,
                 interval_s,
+                gpu_s,
                 points,
             });
         }
@@ -276,28 +407,21 @@ impl Store {
         to_ns: i64,
     ) -> Result<Vec<ModelUsageRow>, StoreError> {
         let conn = self.lock()?;
-        // Counts are summed as integers in SQL and carried through f64 only per segment,
-        // exact below 2^53.
-        let acc = sum_segments::<4>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, '', SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(interval_s), COUNT(*)
-             FROM model_usage_raw WHERE ts > ?1 AND ts <= ?2 GROUP BY series_id",
-            "SELECT series_id, '', SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(interval_s), SUM(points)
-             FROM model_usage_rollup WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3 GROUP BY series_id",
-        )?;
+        // Counts are clipped pro rata at ragged edges (rollups hold whole numbers), then
+        // rounded.
+        let acc = sum_segments(&conn, &USAGE_T, from_ns, to_ns)?;
         let mut out = Vec::with_capacity(acc.len());
-        for ((id, _), ([requests, input_tokens, output_tokens, interval_s], points)) in acc {
+        for ((id, _), (v, points)) in acc {
+            let [requests, input_tokens, output_tokens, interval_s] = [v[0], v[1], v[2], v[3]];
             let [site, host, _, _, model, server, ..] = series_tags(&conn, id)?;
             out.push(ModelUsageRow {
                 site,
                 host,
                 model,
                 server,
-                requests: requests as i64,
-                input_tokens: input_tokens as i64,
-                output_tokens: output_tokens as i64,
+                requests: requests.round() as i64,
+                input_tokens: input_tokens.round() as i64,
+                output_tokens: output_tokens.round() as i64,
                 interval_s,
                 points,
             });
@@ -315,18 +439,11 @@ impl Store {
         to_ns: i64,
     ) -> Result<Vec<HostEnergyRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_segments::<3>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, source, SUM(cpu_j), SUM(dram_j), SUM(interval_s), COUNT(*)
-             FROM host_energy_raw WHERE ts > ?1 AND ts <= ?2 GROUP BY series_id, source",
-            "SELECT series_id, source, SUM(cpu_j), SUM(dram_j), SUM(interval_s), SUM(points)
-             FROM host_energy_rollup WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3 GROUP BY series_id, source",
-        )?;
+        let acc = sum_segments(&conn, &HOST_T, from_ns, to_ns)?;
         // Two series of one host (other tags) fold into one row per (site, host, source).
         let mut folded: HashMap<(String, String, String), HostEnergyRow> = HashMap::new();
-        for ((id, source), ([cpu_j, dram_j, interval_s], points)) in acc {
+        for ((id, source), (v, points)) in acc {
+            let [cpu_j, dram_j, interval_s] = [v[0], v[1], v[2]];
             let [site, host, ..] = series_tags(&conn, id)?;
             let e = folded
                 .entry((site.clone(), host.clone(), source.clone()))
@@ -375,49 +492,65 @@ impl Store {
     }
 }
 
-/// `model_energy` sums of one (site, host, gpu_uuid, model, server) during one hour.
+/// `model_energy` sums of one (site, host, gpu_uuid, model, server) in one bucket.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HourlyModelEnergyRow {
+pub struct BucketModelEnergyRow {
     pub site: String,
     pub host: String,
     pub gpu_uuid: String,
     pub model: String,
     pub server: String,
-    /// Start `b` of the hour bucket, which holds interval ends in `(b, b + 1 h]`.
-    pub hour_start_ns: i64,
+    /// Start `b` of the bucket, which holds the time `(b, b + grain]`.
+    pub bucket_ns: i64,
     pub active_j: f64,
     pub idle_j: f64,
     pub host_j: f64,
     pub interval_s: f64,
-    pub points: i64,
+    pub gpu_s: f64,
 }
 
-/// `gpu` sums of one GPU during one hour, all `source`s together.
+/// `gpu` sums of one GPU in one bucket, all `source`s together.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HourlyGpuRow {
+pub struct BucketGpuRow {
     pub site: String,
     pub host: String,
     pub gpu_uuid: String,
     pub gpu_name: String,
-    pub hour_start_ns: i64,
+    pub bucket_ns: i64,
     pub energy_j: f64,
     pub interval_s: f64,
-    pub points: i64,
 }
 
-/// `model_usage` sums of one (site, host, model, server) during one hour.
+/// `model_usage` sums of one (site, host, model, server) in one bucket (counts clipped pro
+/// rata at ragged edges, so not always whole).
 #[derive(Debug, Clone, PartialEq)]
-pub struct HourlyUsageRow {
+pub struct BucketUsageRow {
     pub site: String,
     pub host: String,
     pub model: String,
     pub server: String,
-    pub hour_start_ns: i64,
-    pub requests: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub interval_s: f64,
-    pub points: i64,
+    pub bucket_ns: i64,
+    pub requests: f64,
+    pub input_tokens: f64,
+    pub output_tokens: f64,
+}
+
+/// `host_energy` sums (CPU + DRAM) of one host in one bucket, all sources together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketHostRow {
+    pub site: String,
+    pub host: String,
+    pub bucket_ns: i64,
+    pub energy_j: f64,
+}
+
+/// The idle policy one host's agent reported in a period (`None`: its site points did not
+/// say, as agents before schema v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdlePolicyRow {
+    pub site: String,
+    pub host: String,
+    pub policy: Option<String>,
 }
 
 /// One raw `gpu` point with `source = "gap"`.
@@ -430,62 +563,6 @@ pub struct GapPointRow {
     pub ts: i64,
     pub interval_s: f64,
     pub energy_j: f64,
-}
-
-/// Sums per (series id, hour start).
-type HourSums<const N: usize> = HashMap<(i64, i64), ([f64; N], i64)>;
-
-/// Sums per (series, hour) over `(from, to]`: whole hours from the hourly rollups, the
-/// partial hours at both edges from raw rows, bucketed with [`bucket_of`] (so an edge
-/// hour's row holds only the part of the hour inside the period). `raw` is a
-/// `SELECT series_id, ts, v1, …, 1 … WHERE ts > ?1 AND ts <= ?2` query; `rollup` a
-/// `SELECT series_id, bucket, v1, …, points … WHERE level = 3600 AND bucket >= ?1 AND
-/// bucket < ?2` query.
-fn sum_hours<const N: usize>(
-    conn: &Connection,
-    from: i64,
-    to: i64,
-    raw: &str,
-    rollup: &str,
-) -> Result<HourSums<N>, StoreError> {
-    let mut acc: HourSums<N> = HashMap::new();
-    if from >= to {
-        return Ok(acc);
-    }
-    // First hour boundary at or after `from`, last at or before `to`.
-    let a = from.div_euclid(HOUR_NS) * HOUR_NS
-        + if from.rem_euclid(HOUR_NS) == 0 {
-            0
-        } else {
-            HOUR_NS
-        };
-    let b = to.div_euclid(HOUR_NS) * HOUR_NS;
-    let mut pieces: Vec<(bool, i64, i64)> = Vec::new();
-    if a < b {
-        pieces.push((false, from, a));
-        pieces.push((true, a, b));
-        pieces.push((false, b, to));
-    } else {
-        pieces.push((false, from, to));
-    }
-    for (is_rollup, lo, hi) in pieces {
-        if lo >= hi {
-            continue;
-        }
-        let mut stmt = conn.prepare_cached(if is_rollup { rollup } else { raw })?;
-        let mut rows = stmt.query(params![lo, hi])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let t: i64 = r.get(1)?;
-            let hour = if is_rollup { t } else { bucket_of(t, HOUR_NS) };
-            let e = acc.entry((id, hour)).or_insert(([0.0; N], 0));
-            for (i, v) in e.0.iter_mut().enumerate() {
-                *v += r.get::<_, f64>(2 + i)?;
-            }
-            e.1 += r.get::<_, i64>(2 + N)?;
-        }
-    }
-    Ok(acc)
 }
 
 /// Tag columns of series, read once per id.
@@ -512,43 +589,35 @@ impl<'c> TagCache<'c> {
 }
 
 impl Store {
-    /// `model_energy` sums per (site, host, gpu_uuid, model, server, hour) over
-    /// `(from_ns, to_ns]`, sorted by those keys. Whole hours come from the hourly
-    /// rollups, the partial edge hours from raw rows (their `hour_start_ns` is still the
-    /// hour's start).
-    pub fn hourly_model_energy(
+    /// `model_energy` sums per (site, host, gpu_uuid, model, server, bucket of `grain_ns`)
+    /// over `(from_ns, to_ns]` (see [`bucket_sums`] for the grains), sorted by those keys.
+    pub fn bucket_model_energy(
         &self,
         from_ns: i64,
         to_ns: i64,
-    ) -> Result<Vec<HourlyModelEnergyRow>, StoreError> {
+        grain_ns: i64,
+    ) -> Result<Vec<BucketModelEnergyRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_hours::<4>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, ts, active_j, idle_j, host_j, interval_s, 1
-             FROM model_energy_raw WHERE ts > ?1 AND ts <= ?2",
-            "SELECT series_id, bucket, active_j, idle_j, host_j, interval_s, points
-             FROM model_energy_rollup WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
-        )?;
+        let acc = bucket_sums(&conn, &MODEL_T, from_ns, to_ns, grain_ns)?;
         let mut cache = TagCache::new(&conn);
         let mut out = Vec::with_capacity(acc.len());
-        for ((id, hour), ([active_j, idle_j, host_j, interval_s], points)) in acc {
+        for ((id, _, bucket), (v, _)) in acc {
             let [site, host, gpu_uuid, _, model, server, ..] = cache.get(id)?;
-            out.push(HourlyModelEnergyRow {
+            out.push(BucketModelEnergyRow {
                 site: site.clone(),
                 host: host.clone(),
                 gpu_uuid: gpu_uuid.clone(),
                 model: model.clone(),
                 server: server.clone(),
-                hour_start_ns: hour,
-                active_j,
-                idle_j,
-                host_j,
-                interval_s,
-                points,
+                bucket_ns: bucket,
+                active_j: v[0],
+                idle_j: v[1],
+                host_j: v[2],
+                interval_s: v[3],
+                gpu_s: v[4],
             });
         }
+        // Two series of one (GPU, model, server) (other tags) fold into one row.
         out.sort_by(|a, b| {
             (
                 &a.site,
@@ -556,7 +625,7 @@ impl Store {
                 &a.gpu_uuid,
                 &a.model,
                 &a.server,
-                a.hour_start_ns,
+                a.bucket_ns,
             )
                 .cmp(&(
                     &b.site,
@@ -564,107 +633,185 @@ impl Store {
                     &b.gpu_uuid,
                     &b.model,
                     &b.server,
-                    b.hour_start_ns,
+                    b.bucket_ns,
                 ))
+        });
+        out.dedup_by(|b, a| {
+            let same = (
+                &a.site,
+                &a.host,
+                &a.gpu_uuid,
+                &a.model,
+                &a.server,
+                a.bucket_ns,
+            ) == (
+                &b.site,
+                &b.host,
+                &b.gpu_uuid,
+                &b.model,
+                &b.server,
+                b.bucket_ns,
+            );
+            if same {
+                a.active_j += b.active_j;
+                a.idle_j += b.idle_j;
+                a.host_j += b.host_j;
+                a.interval_s += b.interval_s;
+                a.gpu_s += b.gpu_s;
+            }
+            same
         });
         Ok(out)
     }
 
-    /// `gpu` sums per (site, host, gpu_uuid, hour) over `(from_ns, to_ns]`, every
-    /// `source` together, sorted. Two series of one GPU (e.g. another `gpu_name` or
-    /// `gpu_index` tag) fold into one row, keeping the first name in series order.
-    pub fn hourly_gpu_energy(
+    /// `gpu` sums per (site, host, gpu_uuid, bucket), every `source` together, sorted. Two
+    /// series of one GPU (e.g. another `gpu_name` or `gpu_index` tag) fold into one row,
+    /// keeping the first name in series order.
+    pub fn bucket_gpu_energy(
         &self,
         from_ns: i64,
         to_ns: i64,
-    ) -> Result<Vec<HourlyGpuRow>, StoreError> {
+        grain_ns: i64,
+    ) -> Result<Vec<BucketGpuRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_hours::<2>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, ts, energy_j, interval_s, 1 FROM gpu_raw WHERE ts > ?1 AND ts <= ?2",
-            "SELECT series_id, bucket, energy_j, interval_s, points FROM gpu_rollup
-             WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
-        )?;
+        let acc = bucket_sums(&conn, &GPU_T, from_ns, to_ns, grain_ns)?;
         let mut ids: Vec<_> = acc.into_iter().collect();
-        ids.sort_by_key(|(k, _)| *k);
+        ids.sort_by_key(|a| (a.0 .0, a.0 .2));
         let mut cache = TagCache::new(&conn);
-        let mut folded: HashMap<(String, String, String, i64), HourlyGpuRow> = HashMap::new();
-        for ((id, hour), ([energy_j, interval_s], points)) in ids {
+        let mut folded: HashMap<(String, String, String, i64), BucketGpuRow> = HashMap::new();
+        for ((id, _, bucket), (v, _)) in ids {
             let [site, host, gpu_uuid, gpu_name, ..] = cache.get(id)?;
             let e = folded
-                .entry((site.clone(), host.clone(), gpu_uuid.clone(), hour))
-                .or_insert_with(|| HourlyGpuRow {
+                .entry((site.clone(), host.clone(), gpu_uuid.clone(), bucket))
+                .or_insert_with(|| BucketGpuRow {
                     site: site.clone(),
                     host: host.clone(),
                     gpu_uuid: gpu_uuid.clone(),
                     gpu_name: gpu_name.clone(),
-                    hour_start_ns: hour,
+                    bucket_ns: bucket,
                     energy_j: 0.0,
                     interval_s: 0.0,
-                    points: 0,
                 });
-            e.energy_j += energy_j;
-            e.interval_s += interval_s;
-            e.points += points;
+            e.energy_j += v[0];
+            e.interval_s += v[1];
         }
-        let mut out: Vec<HourlyGpuRow> = folded.into_values().collect();
+        let mut out: Vec<BucketGpuRow> = folded.into_values().collect();
         out.sort_by(|a, b| {
-            (&a.site, &a.host, &a.gpu_uuid, a.hour_start_ns).cmp(&(
+            (&a.site, &a.host, &a.gpu_uuid, a.bucket_ns).cmp(&(
                 &b.site,
                 &b.host,
                 &b.gpu_uuid,
-                b.hour_start_ns,
+                b.bucket_ns,
             ))
         });
         Ok(out)
     }
 
-    /// `model_usage` sums per (site, host, model, server, hour) over `(from_ns, to_ns]`,
-    /// sorted.
-    pub fn hourly_model_usage(
+    /// `model_usage` sums per (site, host, model, server, bucket), sorted.
+    pub fn bucket_model_usage(
         &self,
         from_ns: i64,
         to_ns: i64,
-    ) -> Result<Vec<HourlyUsageRow>, StoreError> {
+        grain_ns: i64,
+    ) -> Result<Vec<BucketUsageRow>, StoreError> {
         let conn = self.lock()?;
-        let acc = sum_hours::<4>(
-            &conn,
-            from_ns,
-            to_ns,
-            "SELECT series_id, ts, requests, input_tokens, output_tokens, interval_s, 1
-             FROM model_usage_raw WHERE ts > ?1 AND ts <= ?2",
-            "SELECT series_id, bucket, requests, input_tokens, output_tokens, interval_s, points
-             FROM model_usage_rollup WHERE level = 3600 AND bucket >= ?1 AND bucket < ?2",
-        )?;
+        let acc = bucket_sums(&conn, &USAGE_T, from_ns, to_ns, grain_ns)?;
         let mut cache = TagCache::new(&conn);
-        let mut out = Vec::with_capacity(acc.len());
-        for ((id, hour), ([requests, input_tokens, output_tokens, interval_s], points)) in acc {
+        let mut folded: HashMap<(String, String, String, String, i64), BucketUsageRow> =
+            HashMap::new();
+        for ((id, _, bucket), (v, _)) in acc {
             let [site, host, _, _, model, server, ..] = cache.get(id)?;
-            out.push(HourlyUsageRow {
-                site: site.clone(),
-                host: host.clone(),
-                model: model.clone(),
-                server: server.clone(),
-                hour_start_ns: hour,
-                requests: requests as i64,
-                input_tokens: input_tokens as i64,
-                output_tokens: output_tokens as i64,
-                interval_s,
-                points,
-            });
+            let e = folded
+                .entry((
+                    site.clone(),
+                    host.clone(),
+                    model.clone(),
+                    server.clone(),
+                    bucket,
+                ))
+                .or_insert_with(|| BucketUsageRow {
+                    site: site.clone(),
+                    host: host.clone(),
+                    model: model.clone(),
+                    server: server.clone(),
+                    bucket_ns: bucket,
+                    requests: 0.0,
+                    input_tokens: 0.0,
+                    output_tokens: 0.0,
+                });
+            e.requests += v[0];
+            e.input_tokens += v[1];
+            e.output_tokens += v[2];
         }
+        let mut out: Vec<BucketUsageRow> = folded.into_values().collect();
         out.sort_by(|a, b| {
-            (&a.site, &a.host, &a.model, &a.server, a.hour_start_ns).cmp(&(
+            (&a.site, &a.host, &a.model, &a.server, a.bucket_ns).cmp(&(
                 &b.site,
                 &b.host,
                 &b.model,
                 &b.server,
-                b.hour_start_ns,
+                b.bucket_ns,
             ))
         });
         Ok(out)
+    }
+
+    /// `host_energy` sums (CPU + DRAM, every source) per (site, host, bucket), sorted.
+    pub fn bucket_host_energy(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        grain_ns: i64,
+    ) -> Result<Vec<BucketHostRow>, StoreError> {
+        let conn = self.lock()?;
+        let acc = bucket_sums(&conn, &HOST_T, from_ns, to_ns, grain_ns)?;
+        let mut cache = TagCache::new(&conn);
+        let mut folded: HashMap<(String, String, i64), f64> = HashMap::new();
+        for ((id, _, bucket), (v, _)) in acc {
+            let [site, host, ..] = cache.get(id)?;
+            *folded
+                .entry((site.clone(), host.clone(), bucket))
+                .or_default() += v[0] + v[1];
+        }
+        let mut out: Vec<BucketHostRow> = folded
+            .into_iter()
+            .map(|((site, host, bucket_ns), energy_j)| BucketHostRow {
+                site,
+                host,
+                bucket_ns,
+                energy_j,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.site, &a.host, a.bucket_ns).cmp(&(&b.site, &b.host, b.bucket_ns)));
+        Ok(out)
+    }
+
+    /// The idle policies each host's agent reported in `(from_ns, to_ns]` (raw rows while
+    /// kept, else the hourly rollups' latest row per hour), sorted; a host that reported
+    /// two policies in the period has two rows.
+    pub fn idle_policies(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<IdlePolicyRow>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT s.site, s.host, x.idle_policy
+             FROM (SELECT series_id, idle_policy FROM site_raw WHERE ts > ?1 AND ts <= ?2
+                   UNION ALL
+                   SELECT series_id, idle_policy FROM site_rollup
+                   WHERE level = 3600 AND ts > ?1 AND ts <= ?2) x
+             JOIN series s ON s.id = x.series_id
+             ORDER BY s.site, s.host, x.idle_policy",
+        )?;
+        let rows = stmt.query_map(params![from_ns, to_ns], |r| {
+            Ok(IdlePolicyRow {
+                site: r.get(0)?,
+                host: r.get(1)?,
+                policy: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Raw `gpu` points with `source = "gap"` in `(from_ns, to_ns]`, by time. Only raw
@@ -710,7 +857,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DAY_NS;
 
     #[test]
     fn segments_use_days_then_hours_then_raw() {

@@ -1,5 +1,7 @@
-//! Retention: deletes raw points older than `raw_retention_days` and rollup buckets older
-//! than `rollup_retention_days` (0 keeps forever), and the periodic task that applies it.
+//! Retention: deletes raw points older than `raw_retention_days` — by timestamp AND by
+//! ingest time, so imported history stays deduplicable for the raw retention after it
+//! arrives — and rollup buckets older than `rollup_retention_days` (0 keeps forever), and
+//! the periodic task that applies it. Nothing is refused at write time for its age.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +19,15 @@ pub struct RetentionOutcome {
     pub rollup_deleted: u64,
 }
 
-/// The oldest timestamp still kept raw at `now_ns`, or `None` when raw points are kept
-/// forever. Writes at or before it are refused (their duplicates could not be recognised).
+/// The horizon of a retention of `raw_retention_days` at `now_ns`, or `None` when kept
+/// forever.
 pub fn raw_cutoff_ns(now_ns: i64, raw_retention_days: u32) -> Option<i64> {
     (raw_retention_days > 0).then(|| now_ns.saturating_sub(i64::from(raw_retention_days) * DAY_NS))
 }
 
 impl Store {
-    /// Deletes raw rows with `ts <= now - raw_days` and rollup buckets that end before
+    /// Deletes raw rows with `ts <= now - raw_days` stored before that horizon too, and
+    /// rollup buckets that end before
     /// `now - rollup_days`, in one transaction. 0 days keeps forever.
     pub fn apply_retention(
         &self,
@@ -36,19 +39,29 @@ impl Store {
         let tx = conn.transaction()?;
         let mut out = RetentionOutcome::default();
         if let Some(cut) = raw_cutoff_ns(now_ns, raw_days) {
+            // A raw row goes when it is old AND was stored before the horizon: an import
+            // of last year's data keeps its raw rows (its deduplication key) for the
+            // retention period after it arrived.
             for table in [
-                "points",
                 "gpu_raw",
                 "model_energy_raw",
                 "model_usage_raw",
                 "host_energy_raw",
                 "site_raw",
             ] {
-                let n = tx.execute(&format!("DELETE FROM {table} WHERE ts <= ?1"), params![cut])?;
-                if table == "points" {
-                    out.raw_deleted = n as u64;
-                }
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE ts <= ?1 AND (series_id, ts) IN
+                         (SELECT series_id, ts FROM points WHERE ts <= ?1 AND ingested_ns <= ?1)"
+                    ),
+                    params![cut],
+                )?;
             }
+            let n = tx.execute(
+                "DELETE FROM points WHERE ts <= ?1 AND ingested_ns <= ?1",
+                params![cut],
+            )?;
+            out.raw_deleted = n as u64;
         }
         if let Some(cut) = raw_cutoff_ns(now_ns, rollup_days) {
             for table in [

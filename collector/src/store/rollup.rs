@@ -22,6 +22,8 @@ pub enum Typed {
         idle_j: f64,
         host_j: f64,
         interval_s: f64,
+        /// The point's own `gpu_s` field, when it carries one.
+        gpu_s: Option<f64>,
     },
     ModelUsage {
         requests: i64,
@@ -38,10 +40,26 @@ pub enum Typed {
     Site {
         pue: Option<f64>,
         wue_l_per_kwh: Option<f64>,
+        /// `resident` or `separate`, as the agent ran it; `None` when not said.
+        idle_policy: Option<String>,
         interval_s: f64,
     },
     /// Another measurement: stored generically only.
     Other,
+}
+
+impl Typed {
+    /// The interval the point covers, in seconds (0 for other measurements).
+    pub fn interval_s(&self) -> f64 {
+        match self {
+            Typed::Gpu { interval_s, .. }
+            | Typed::ModelEnergy { interval_s, .. }
+            | Typed::ModelUsage { interval_s, .. }
+            | Typed::HostEnergy { interval_s, .. }
+            | Typed::Site { interval_s, .. } => *interval_s,
+            Typed::Other => 0.0,
+        }
+    }
 }
 
 /// The bucket (start, in ns) of width `width_ns` that holds interval end `ts`: bucket `b`
@@ -94,45 +112,156 @@ fn text(p: &Point, key: &str) -> Result<String, String> {
 /// numeric field counts as 0 (a missing `source` as `unknown`).
 pub fn classify(p: &Point) -> Result<Typed, String> {
     let f = |k: &str| float(p, k).map(|v| v.unwrap_or(0.0));
+    let interval = || -> Result<f64, String> {
+        let v = f("interval_s")?;
+        if (0.0..=MAX_INTERVAL_S).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "field 'interval_s' of '{}' must be between 0 and {MAX_INTERVAL_S} seconds (366 days), got {v}",
+                p.measurement
+            ))
+        }
+    };
     Ok(match p.measurement.as_str() {
         schema::GPU => Typed::Gpu {
             source: text(p, "source")?,
             energy_j: f("energy_j")?,
-            interval_s: f("interval_s")?,
+            interval_s: interval()?,
         },
         schema::MODEL_ENERGY => Typed::ModelEnergy {
             active_j: f("active_j")?,
             idle_j: f("idle_j")?,
             host_j: f("host_j")?,
-            interval_s: f("interval_s")?,
+            interval_s: interval()?,
+            gpu_s: match float(p, schema::GPU_SECONDS_FIELD)? {
+                Some(g) if g < 0.0 => {
+                    return Err(format!(
+                        "field 'gpu_s' of '{}' must not be negative",
+                        p.measurement
+                    ))
+                }
+                g => g,
+            },
         },
         schema::MODEL_USAGE => Typed::ModelUsage {
             requests: count(p, "requests")?,
             input_tokens: count(p, "input_tokens")?,
             output_tokens: count(p, "output_tokens")?,
-            interval_s: f("interval_s")?,
+            interval_s: interval()?,
         },
         schema::HOST_ENERGY => Typed::HostEnergy {
             source: text(p, "source")?,
             cpu_j: f("cpu_j")?,
             dram_j: f("dram_j")?,
-            interval_s: f("interval_s")?,
+            interval_s: interval()?,
         },
         schema::SITE => Typed::Site {
             pue: float(p, "pue")?,
             wue_l_per_kwh: float(p, "wue_l_per_kwh")?,
-            interval_s: f("interval_s")?,
+            idle_policy: match p.field_value("idle_policy") {
+                None => None,
+                Some(FieldValue::Str(s)) if s == "resident" || s == "separate" => Some(s.clone()),
+                Some(_) => {
+                    return Err(format!(
+                        "field 'idle_policy' of '{}' must be \"resident\" or \"separate\"",
+                        p.measurement
+                    ))
+                }
+            },
+            interval_s: interval()?,
         },
         _ => Typed::Other,
     })
 }
 
-/// Stores the typed row of a newly inserted point and adds it to its rollup buckets.
+/// The longest interval a point may cover: 366 days. Longer ones are refused (they are
+/// not measurements, and spreading one would write a bucket row per hour it claims).
+pub const MAX_INTERVAL_S: f64 = 366.0 * 86_400.0;
+
+/// The interval `(ts - interval, ts]` of a point, in ns (0 for an instant).
+pub fn interval_ns(interval_s: f64) -> i64 {
+    (interval_s.clamp(0.0, MAX_INTERVAL_S) * 1e9).round() as i64
+}
+
+/// The buckets of width `width_ns` that the interval `(ts - iv_ns, ts]` overlaps, each with
+/// the nanoseconds of the interval inside it, in time order. An instant (`iv_ns` 0) lies
+/// wholly in the bucket holding `ts`. The overlaps sum to `iv_ns` exactly.
+pub fn parts(ts: i64, iv_ns: i64, width_ns: i64) -> Vec<(i64, i64)> {
+    let last = bucket_of(ts, width_ns);
+    if iv_ns <= 0 {
+        return vec![(last, 0)];
+    }
+    let start = ts.saturating_sub(iv_ns);
+    let first = start.div_euclid(width_ns) * width_ns;
+    let mut out = Vec::new();
+    let mut b = first;
+    while b <= last {
+        let lo = start.max(b);
+        let hi = ts.min(b.saturating_add(width_ns));
+        if hi > lo {
+            out.push((b, hi - lo));
+        }
+        b = b.saturating_add(width_ns);
+    }
+    out
+}
+
+/// Splits `value` over parts of an interval pro rata to their nanoseconds, so that the parts
+/// add up to `value` (to the last float rounding): each part is the difference of two
+/// cumulative shares. An instant keeps the whole value in its one part.
+pub fn split_value(value: f64, parts: &[(i64, i64)]) -> Vec<f64> {
+    let total: i64 = parts.iter().map(|p| p.1).sum();
+    if total <= 0 || parts.len() == 1 {
+        return std::iter::once(value)
+            .chain(std::iter::repeat_n(0.0, parts.len().saturating_sub(1)))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(parts.len());
+    let (mut cum, mut prev) = (0i64, 0.0);
+    for (i, (_, ns)) in parts.iter().enumerate() {
+        cum += ns;
+        let at = if i + 1 == parts.len() {
+            value
+        } else {
+            value * (cum as f64 / total as f64)
+        };
+        out.push(at - prev);
+        prev = at;
+    }
+    out
+}
+
+/// Splits an integer count over parts pro rata to their nanoseconds, with whole numbers that
+/// add up to `count` exactly (each part is the difference of two rounded cumulative shares).
+pub fn split_count(count: i64, parts: &[(i64, i64)]) -> Vec<i64> {
+    let total: i128 = parts.iter().map(|p| i128::from(p.1)).sum();
+    if total <= 0 || parts.len() == 1 {
+        return std::iter::once(count)
+            .chain(std::iter::repeat_n(0, parts.len().saturating_sub(1)))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(parts.len());
+    let (mut cum, mut prev) = (0i128, 0i128);
+    for (_, ns) in parts {
+        cum += i128::from(*ns);
+        // round(count × cum / total), exact in i128.
+        let at = (i128::from(count) * cum * 2 + total).div_euclid(2 * total);
+        out.push((at - prev) as i64);
+        prev = at;
+    }
+    out
+}
+
+/// Stores the typed row of a newly inserted point and adds its interval to the rollup
+/// buckets it covers, pro rata to time (raw rows keep the point as sent). `gpu_s` is the
+/// GPU time of a `model_energy` row (see [`super::Store::write`]).
 pub fn insert_typed(
     tx: &Transaction<'_>,
     series_id: i64,
     ts: i64,
     t: &Typed,
+    gpu_s: f64,
 ) -> Result<(), StoreError> {
     match t {
         Typed::Gpu {
@@ -146,21 +275,32 @@ pub fn insert_typed(
             .execute(params![ts, series_id, source, energy_j, interval_s])?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO gpu_rollup (level, bucket, series_id, source, energy_j, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
                    energy_j = energy_j + excluded.energy_j,
                    interval_s = interval_s + excluded.interval_s,
-                   points = points + 1",
+                   points = points + excluded.points",
             )?;
             for (width, level) in LEVELS {
-                up.execute(params![
-                    level,
-                    bucket_of(ts, width),
-                    series_id,
-                    source,
-                    energy_j,
-                    interval_s
-                ])?;
+                let ps = parts(ts, interval_ns(*interval_s), width);
+                let e = split_value(*energy_j, &ps);
+                let n = ps.len();
+                for (i, (b, ns)) in ps.iter().enumerate() {
+                    let secs = if n == 1 {
+                        *interval_s
+                    } else {
+                        *ns as f64 / 1e9
+                    };
+                    up.execute(params![
+                        level,
+                        b,
+                        series_id,
+                        source,
+                        e[i],
+                        secs,
+                        point_mark(i, n)
+                    ])?;
+                }
             }
         }
         Typed::ModelEnergy {
@@ -168,32 +308,51 @@ pub fn insert_typed(
             idle_j,
             host_j,
             interval_s,
+            ..
         } => {
             tx.prepare_cached(
-                "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![ts, series_id, active_j, idle_j, host_j, interval_s])?;
+            .execute(params![ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s])?;
             let mut up = tx.prepare_cached(
-                "INSERT INTO model_energy_rollup (level, bucket, series_id, active_j, idle_j, host_j, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+                "INSERT INTO model_energy_rollup (level, bucket, series_id, active_j, idle_j, host_j, interval_s, gpu_s, points)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (level, bucket, series_id) DO UPDATE SET
                    active_j = active_j + excluded.active_j,
                    idle_j = idle_j + excluded.idle_j,
                    host_j = host_j + excluded.host_j,
                    interval_s = interval_s + excluded.interval_s,
-                   points = points + 1",
+                   gpu_s = gpu_s + excluded.gpu_s,
+                   points = points + excluded.points",
             )?;
             for (width, level) in LEVELS {
-                up.execute(params![
-                    level,
-                    bucket_of(ts, width),
-                    series_id,
-                    active_j,
-                    idle_j,
-                    host_j,
-                    interval_s
-                ])?;
+                let ps = parts(ts, interval_ns(*interval_s), width);
+                let (a, i_, h, g) = (
+                    split_value(*active_j, &ps),
+                    split_value(*idle_j, &ps),
+                    split_value(*host_j, &ps),
+                    split_value(gpu_s, &ps),
+                );
+                let n = ps.len();
+                for (i, (b, ns)) in ps.iter().enumerate() {
+                    let secs = if n == 1 {
+                        *interval_s
+                    } else {
+                        *ns as f64 / 1e9
+                    };
+                    up.execute(params![
+                        level,
+                        b,
+                        series_id,
+                        a[i],
+                        i_[i],
+                        h[i],
+                        secs,
+                        g[i],
+                        point_mark(i, n)
+                    ])?;
+                }
             }
         }
         Typed::ModelUsage {
@@ -209,24 +368,39 @@ pub fn insert_typed(
             .execute(params![ts, series_id, requests, input_tokens, output_tokens, interval_s])?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO model_usage_rollup (level, bucket, series_id, requests, input_tokens, output_tokens, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (level, bucket, series_id) DO UPDATE SET
                    requests = requests + excluded.requests,
                    input_tokens = input_tokens + excluded.input_tokens,
                    output_tokens = output_tokens + excluded.output_tokens,
                    interval_s = interval_s + excluded.interval_s,
-                   points = points + 1",
+                   points = points + excluded.points",
             )?;
             for (width, level) in LEVELS {
-                up.execute(params![
-                    level,
-                    bucket_of(ts, width),
-                    series_id,
-                    requests,
-                    input_tokens,
-                    output_tokens,
-                    interval_s
-                ])?;
+                let ps = parts(ts, interval_ns(*interval_s), width);
+                let (r, inp, out) = (
+                    split_count(*requests, &ps),
+                    split_count(*input_tokens, &ps),
+                    split_count(*output_tokens, &ps),
+                );
+                let n = ps.len();
+                for (i, (b, ns)) in ps.iter().enumerate() {
+                    let secs = if n == 1 {
+                        *interval_s
+                    } else {
+                        *ns as f64 / 1e9
+                    };
+                    up.execute(params![
+                        level,
+                        b,
+                        series_id,
+                        r[i],
+                        inp[i],
+                        out[i],
+                        secs,
+                        point_mark(i, n)
+                    ])?;
+                }
             }
         }
         Typed::HostEnergy {
@@ -242,40 +416,55 @@ pub fn insert_typed(
             .execute(params![ts, series_id, source, cpu_j, dram_j, interval_s])?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO host_energy_rollup (level, bucket, series_id, source, cpu_j, dram_j, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
                    cpu_j = cpu_j + excluded.cpu_j,
                    dram_j = dram_j + excluded.dram_j,
                    interval_s = interval_s + excluded.interval_s,
-                   points = points + 1",
+                   points = points + excluded.points",
             )?;
             for (width, level) in LEVELS {
-                up.execute(params![
-                    level,
-                    bucket_of(ts, width),
-                    series_id,
-                    source,
-                    cpu_j,
-                    dram_j,
-                    interval_s
-                ])?;
+                let ps = parts(ts, interval_ns(*interval_s), width);
+                let (c, d) = (split_value(*cpu_j, &ps), split_value(*dram_j, &ps));
+                let n = ps.len();
+                for (i, (b, ns)) in ps.iter().enumerate() {
+                    let secs = if n == 1 {
+                        *interval_s
+                    } else {
+                        *ns as f64 / 1e9
+                    };
+                    up.execute(params![
+                        level,
+                        b,
+                        series_id,
+                        source,
+                        c[i],
+                        d[i],
+                        secs,
+                        point_mark(i, n)
+                    ])?;
+                }
             }
         }
         Typed::Site {
             pue,
             wue_l_per_kwh,
+            idle_policy,
             interval_s,
         } => {
             tx.prepare_cached(
-                "INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![ts, series_id, pue, wue_l_per_kwh, interval_s])?;
+            .execute(params![ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy])?;
+            // Site metadata is a state, not an amount: the bucket of its timestamp keeps the
+            // latest one.
             let mut up = tx.prepare_cached(
-                "INSERT INTO site_rollup (level, bucket, series_id, ts, pue, wue_l_per_kwh, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+                "INSERT INTO site_rollup (level, bucket, series_id, ts, pue, wue_l_per_kwh, idle_policy, points)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
                  ON CONFLICT (level, bucket, series_id) DO UPDATE SET
                    pue = CASE WHEN excluded.ts > ts THEN excluded.pue ELSE pue END,
                    wue_l_per_kwh = CASE WHEN excluded.ts > ts THEN excluded.wue_l_per_kwh ELSE wue_l_per_kwh END,
+                   idle_policy = CASE WHEN excluded.ts > ts THEN excluded.idle_policy ELSE idle_policy END,
                    ts = MAX(ts, excluded.ts),
                    points = points + 1",
             )?;
@@ -286,13 +475,19 @@ pub fn insert_typed(
                     series_id,
                     ts,
                     pue,
-                    wue_l_per_kwh
+                    wue_l_per_kwh,
+                    idle_policy
                 ])?;
             }
         }
         Typed::Other => {}
     }
     Ok(())
+}
+
+/// A point spread over `n` buckets counts once, in the bucket of its end (the last part).
+fn point_mark(i: usize, n: usize) -> i64 {
+    i64::from(i + 1 == n)
 }
 
 #[cfg(test)]

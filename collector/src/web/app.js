@@ -124,7 +124,7 @@
 
     const fig = el('figure', { class: 'chart', 'data-group': groupName, 'data-metric': metric.key });
     const caption = metric.title + ' per ' + groupName + ', ' + metric.unit + ' per ' +
-      (step % 86400 === 0 ? step / 86400 + ' d' : step / 3600 + ' h');
+      (step % 86400 === 0 ? step / 86400 + ' d' : step % 3600 === 0 ? step / 3600 + ' h' : step / 60 + ' min');
     fig.appendChild(el('figcaption', {}, caption));
     const summary = data.series
       .map((s) => s.key + ': ' + fmt(s[metric.key].reduce((a, b) => a + b, 0)) + ' ' + metric.unit)
@@ -332,8 +332,12 @@
   }
 
   // ---- loading ----------------------------------------------------------------------
+  // The finest step that keeps a chart under MAX_POINTS buckets: minutes for recent
+  // periods (the collector reads raw rows for them), then hours, then days.
+  const STEPS = [60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400];
   function stepFor(spanS) {
-    return Math.max(1, Math.ceil(spanS / 3600 / MAX_POINTS)) * 3600;
+    for (const s of STEPS) if (spanS / s <= MAX_POINTS) return s;
+    return Math.ceil(spanS / 86400 / MAX_POINTS) * 86400;
   }
 
   function query(obj) {
@@ -354,7 +358,7 @@
     if (choice in PERIODS) {
       to = Math.floor(Date.now() / 1000);
       from = to - PERIODS[choice];
-      step = 3600;
+      step = stepFor(PERIODS[choice]);
     }
     try {
       const report = await getJson('/api/v1/report?' + query({ from: from, to: to }));

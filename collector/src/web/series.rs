@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::indicators::{self, ComputeOptions, GroupBy, Indicators, ReportInput};
 use crate::reporting::{self, FactorsChoice, ReportRequest, ReportingError};
-use crate::store::Store;
+use crate::store::{Store, HOUR_NS};
 
 /// The series schema identifier.
 pub const SERIES_SCHEMA: &str = "inferwatt.series/v1";
@@ -28,7 +28,7 @@ pub const DEFAULT_STEP_S: i64 = 3_600;
 pub enum SeriesError {
     #[error(transparent)]
     Reporting(#[from] ReportingError),
-    #[error("step '{0}' is not a whole multiple of 3600 seconds; rows are hourly, so give step=3600, 7200, 86400, ...")]
+    #[error("step '{0}' is not a whole number of minutes; give step=60, 300, 3600, 86400, ...")]
     BadStep(String),
     #[error("group '{0}' is not known for a series; use group=model or group=site")]
     BadGroup(String),
@@ -68,7 +68,7 @@ pub fn parse_step(value: &str) -> Result<i64, SeriesError> {
         return Ok(DEFAULT_STEP_S);
     }
     match v.parse::<i64>() {
-        Ok(s) if s >= 3_600 && s % 3_600 == 0 => Ok(s),
+        Ok(s) if s >= 60 && s % 60 == 0 => Ok(s),
         _ => Err(SeriesError::BadStep(value.to_owned())),
     }
 }
@@ -157,6 +157,8 @@ pub fn compute_series(
             sites: input.sites.clone(),
             gaps: Vec::new(),
             folded_points: 0,
+            idle_policies: input.idle_policies.clone(),
+            notes: Vec::new(),
             input_digest: String::new(),
         };
         let report = indicators::compute_with(&sub, factors, &opts);
@@ -208,6 +210,20 @@ pub fn compute_series(
     })
 }
 
+/// The bucket width rows are read in for a step: the report's grain (days, or hours when
+/// a factor changes within a day) when it divides the step, hours when they do, else
+/// minutes (raw rows only, so minute steps show the raw retention's recent data).
+pub fn grain_for(step_s: i64, report_grain_ns: i64) -> i64 {
+    let step_ns = step_s.saturating_mul(1_000_000_000);
+    if step_ns % report_grain_ns == 0 {
+        report_grain_ns
+    } else if step_ns % HOUR_NS == 0 {
+        HOUR_NS
+    } else {
+        60_000_000_000
+    }
+}
+
 /// Reads the period from the store, resolves `factors` and computes the series.
 pub fn build_series(
     store: &Store,
@@ -222,7 +238,12 @@ pub fn build_series(
             ..ReportRequest::default()
         },
     )?;
-    let input = reporting::report_input(store, period)?;
+    let input = reporting::report_input(
+        store,
+        period,
+        grain_for(req.step_s, reporting::report_grain(factors)),
+        &factors.file.idle_policy,
+    )?;
     let resolved = factors
         .file
         .resolve(&input, &factors.name, &factors.base_dir)
@@ -235,10 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steps_are_whole_hours() {
+    fn steps_are_whole_minutes() {
         assert_eq!(parse_step("").expect("default"), 3_600);
         assert_eq!(parse_step("86400").expect("day"), 86_400);
-        for bad in ["60", "5400", "-3600", "0", "hour"] {
+        assert_eq!(parse_step("60").expect("minute"), 60);
+        for bad in ["30", "90", "-3600", "0", "hour"] {
             let e = parse_step(bad).expect_err(bad).to_string();
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }

@@ -114,6 +114,7 @@ fn fill(db: &Path, t0: i64) {
             zone: s.zone.into(),
             pue: s.pue,
             wue_l_per_kwh: s.wue,
+            idle_policy: None,
             interval_s: 60.0,
             end_ns: t0 + 1,
         }
@@ -171,7 +172,7 @@ fn fill(db: &Path, t0: i64) {
                 .to_point(&o),
             );
         }
-        store.write(&points, None).expect("write points");
+        store.write(&points).expect("write points");
     }
     store
         .add_token(&hash_token(TOKEN), "fra1", "h1", t0)
@@ -443,12 +444,15 @@ fn web_page_draws_the_stored_data_in_chromium() {
                 .map(|v| v.parse().expect("a number in data-values"))
                 .collect();
             let want: Vec<f64> = want.iter().map(|w| w[m]).collect();
+            // A recent period is drawn in minute buckets (the page picks the finest step
+            // under its point limit): each hour's 60 buckets add up to the hour.
             assert_eq!(
                 values.len(),
-                want.len(),
-                "{group} '{key}' {metric}: {values:?}, want {want:?}"
+                want.len() * 60,
+                "{group} '{key}' {metric}: minute buckets {values:?}, want hours {want:?}"
             );
-            for (got, w) in values.iter().zip(&want) {
+            let hourly: Vec<f64> = values.chunks(60).map(|c| c.iter().sum()).collect();
+            for (got, w) in hourly.iter().zip(&want) {
                 assert!(
                     close(*got, *w),
                     "{group} '{key}' {metric}: {values:?}, want {want:?}"
@@ -457,8 +461,8 @@ fn web_page_draws_the_stored_data_in_chromium() {
             let d = &found[0]["d"];
             assert_eq!(
                 d.matches('L').count() + 1,
-                HOURS as usize,
-                "the line has a vertex per hour: {d}"
+                HOURS as usize * 60,
+                "the line has a vertex per minute: {d}"
             );
         }
     }
@@ -549,7 +553,7 @@ fn web_page_draws_the_stored_data_in_chromium() {
     }
 
     // The period picker, preset from the URL: the last day holds all of the data, in
-    // hourly buckets from a day ago.
+    // 15-minute buckets from a day ago (the finest step under the page's 240 points).
     let (dom, log) = dump_dom(&format!("{base}/?token={TOKEN}&period=day"), None);
     let problems = console_problems(&log, &[]);
     assert!(
@@ -574,8 +578,8 @@ fn web_page_draws_the_stored_data_in_chromium() {
         .map(|v| v.parse().expect("number"))
         .collect();
     assert!(
-        (24..=25).contains(&values.len()),
-        "hourly buckets over a day: {values:?}"
+        (96..=97).contains(&values.len()),
+        "15-minute buckets over a day: {values:?}"
     );
     let want: f64 = expected(|l| l.model == "llama").iter().map(|w| w[0]).sum();
     let got: f64 = values.iter().sum();

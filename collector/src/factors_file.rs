@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use inferwatt_core::factors::{
-    self, embodied_default, ewif_reference, grid_intensity, parse_hourly_csv, parse_iso8601_utc,
-    pue_reference, zone_country, HourlyIntensity,
+    self, embodied_default, ewif_reference, grid_intensity, normalize_country, parse_hourly_csv,
+    parse_iso8601_utc, pue_reference, year_of, zone_country, HourlyIntensity,
 };
 use inferwatt_core::footprint::{self, FuelMix, MarketInputs};
 use inferwatt_core::units::j_to_kwh;
@@ -117,19 +117,27 @@ pub struct SiteFactors {
     pub country: Option<String>,
     /// Power usage effectiveness (≥ 1), or a reference name in `pue_reference`.
     pub pue: Option<f64>,
+    /// Year the `pue` was measured or published (printed with it).
+    pub pue_year: Option<i32>,
     /// Name of a PUE reference ("uptime-2024", "google-2024", ...), used when `pue` is unset.
     pub pue_reference: Option<String>,
     /// On-site water usage effectiveness, L/kWh of IT energy.
     pub wue_l_per_kwh: Option<f64>,
+    /// Year of `wue_l_per_kwh`.
+    pub wue_year: Option<i32>,
     /// Off-site electricity water intensity, L/kWh of facility energy.
     pub ewif_l_per_kwh: Option<f64>,
+    /// Year of `ewif_l_per_kwh`.
+    pub ewif_year: Option<i32>,
     /// Generation shares by fuel, to derive EWIF when `ewif_l_per_kwh` is unset.
     pub fuel_mix: Option<FuelMixFile>,
     /// Grid carbon intensity override, gCO2e/kWh (location-based).
     pub intensity_g_per_kwh: Option<f64>,
     /// Source to print for `intensity_g_per_kwh`.
     pub intensity_source: Option<String>,
-    /// Year of the built-in table to use (newest ≤ this year); newest when unset.
+    /// With `intensity_g_per_kwh`: the year of that value (printed with it). Without it:
+    /// the year of the built-in table to use (newest ≤ this year) for all data; when unset,
+    /// each year of data gets its own year's table (or the newest earlier one, stated).
     pub intensity_year: Option<i32>,
     /// Hourly intensity CSV (`datetime,zone,g_per_kwh` or an Electricity Maps export),
     /// relative to the factors file.
@@ -145,6 +153,8 @@ pub struct SiteFactors {
     pub instrument_g_per_kwh: Option<f64>,
     /// Residual-mix factor for the uncovered share, gCO2e/kWh.
     pub residual_mix_g_per_kwh: Option<f64>,
+    /// Year of `residual_mix_g_per_kwh`.
+    pub residual_mix_year: Option<i32>,
     /// Embodied kgCO2e per GPU, by NVML GPU name, overriding the built-in figures.
     #[serde(default)]
     pub gpu_embodied_kg: BTreeMap<String, f64>,
@@ -214,6 +224,11 @@ impl ReportFactor {
         }
     }
 
+    fn with_year(mut self, year: Option<i32>) -> Self {
+        self.year = year;
+        self
+    }
+
     fn new(site: &str, name: &str, value: f64, unit: &str, source: String) -> Self {
         ReportFactor {
             site: site.to_owned(),
@@ -239,8 +254,12 @@ pub struct ResolvedSite {
     pub ewif_l_per_kwh: f64,
     /// PUE/WUE series from `pue_wue_csv`; see [`ResolvedSite::pue_wue_at`].
     pub pue_wue: Option<PueWueSeries>,
-    /// Yearly (or overridden) location-based intensity, gCO2e/kWh.
+    /// Yearly (or overridden) location-based intensity, gCO2e/kWh: the newest data
+    /// year's; see `grid_by_year`.
     pub grid_g_per_kwh: f64,
+    /// Location-based intensity per calendar year of the data (the built-in table of that
+    /// year, or the newest earlier one); empty when overridden by the file.
+    pub grid_by_year: BTreeMap<i32, f64>,
     /// Hourly series; an hour it lacks falls back to `grid_g_per_kwh`.
     pub hourly: Option<HourlyIntensity>,
     /// Market-based inputs (`grid_average_g_per_kwh` = `grid_g_per_kwh`).
@@ -253,13 +272,30 @@ pub struct ResolvedSite {
 }
 
 impl ResolvedSite {
+    /// The yearly intensity for data at `ns`: its year's, else the override/newest.
+    fn yearly_at(&self, ns: i64) -> f64 {
+        self.grid_by_year
+            .get(&year_of(ns.div_euclid(1_000_000_000)))
+            .copied()
+            .unwrap_or(self.grid_g_per_kwh)
+    }
+
     /// Location-based intensity at `hour_start_ns`: the hourly series, else the yearly value.
     pub fn intensity_at(&self, hour_start_ns: i64) -> f64 {
-        let unix_s = hour_start_ns.div_euclid(1_000_000_000);
+        self.intensity_over(hour_start_ns, 0)
+    }
+
+    /// Location-based intensity over the bucket `[start_ns, start_ns + width_ns)`: the
+    /// hourly (or finer) series' time-weighted mean, seconds it lacks at the yearly value;
+    /// without a series, the yearly value of the bucket's year. Width 0: the instant.
+    pub fn intensity_over(&self, start_ns: i64, width_ns: i64) -> f64 {
+        let yearly = self.yearly_at(start_ns);
+        let from_s = start_ns.div_euclid(1_000_000_000);
+        let to_s = start_ns.saturating_add(width_ns).div_euclid(1_000_000_000);
         self.hourly
             .as_ref()
-            .and_then(|h| h.at(&self.zone, unix_s))
-            .unwrap_or(self.grid_g_per_kwh)
+            .and_then(|h| h.mean(&self.zone, from_s, to_s, yearly))
+            .unwrap_or(yearly)
     }
 
     /// (PUE, WUE L/kWh) at `hour_start_ns`: the series' row in force, else the constants.
@@ -624,19 +660,23 @@ impl<'a> Ctx<'a> {
             .map(|(c, _)| c)
             .or_else(|| row.map(|r| r.country.clone()).filter(|c| !c.is_empty()))
             .or_else(|| zone_country(&zone))
+            .map(|c| normalize_country(&c))
             .unwrap_or_default();
 
         // PUE.
         let pue = if let Some((v, key)) = self.pick(|s| s.pue) {
             let key = format!("{key}.pue");
             let v = self.check(footprint::check_pue(&key, v))?;
-            push(ReportFactor::new(
-                site,
-                pue_name,
-                v,
-                "ratio",
-                format!("factors file '{}' ({key})", self.file),
-            ));
+            push(
+                ReportFactor::new(
+                    site,
+                    pue_name,
+                    v,
+                    "ratio",
+                    format!("factors file '{}' ({key})", self.file),
+                )
+                .with_year(self.pick(|s| s.pue_year).map(|(y, _)| y)),
+            );
             v
         } else if let Some((name, key)) = self.pick(|s| s.pue_reference.clone()) {
             let f = pue_reference(&name).ok_or_else(|| {
@@ -683,13 +723,16 @@ impl<'a> Ctx<'a> {
         let wue = if let Some((v, key)) = self.pick(|s| s.wue_l_per_kwh) {
             let key = format!("{key}.wue_l_per_kwh");
             let v = self.check(footprint::check_non_negative(&key, v))?;
-            push(ReportFactor::new(
-                site,
-                wue_name,
-                v,
-                "L/kWh",
-                format!("factors file '{}' ({key})", self.file),
-            ));
+            push(
+                ReportFactor::new(
+                    site,
+                    wue_name,
+                    v,
+                    "L/kWh",
+                    format!("factors file '{}' ({key})", self.file),
+                )
+                .with_year(self.pick(|s| s.wue_year).map(|(y, _)| y)),
+            );
             v
         } else {
             let v = row
@@ -749,13 +792,16 @@ impl<'a> Ctx<'a> {
         let ewif = if let Some((v, key)) = self.pick(|s| s.ewif_l_per_kwh) {
             let key = format!("{key}.ewif_l_per_kwh");
             let v = self.check(footprint::check_non_negative(&key, v))?;
-            push(ReportFactor::new(
-                site,
-                "ewif",
-                v,
-                "L/kWh",
-                format!("factors file '{}' ({key})", self.file),
-            ));
+            push(
+                ReportFactor::new(
+                    site,
+                    "ewif",
+                    v,
+                    "L/kWh",
+                    format!("factors file '{}' ({key})", self.file),
+                )
+                .with_year(self.pick(|s| s.ewif_year).map(|(y, _)| y)),
+            );
             v
         } else if let Some((mix, key)) = self.pick(|s| s.fuel_mix) {
             let v = footprint::ewif_from_mix(&mix.into())
@@ -786,7 +832,10 @@ impl<'a> Ctx<'a> {
             v
         };
 
-        // Grid intensity.
+        // Grid intensity: the file's override, else the built-in table of each year the
+        // site has data in (or the year the file names), newest earlier year when the table
+        // lacks it.
+        let mut grid_by_year = BTreeMap::new();
         let grid = if let Some((v, key)) = self.pick(|s| s.intensity_g_per_kwh) {
             let key = format!("{key}.intensity_g_per_kwh");
             let v = self.check(footprint::check_non_negative(&key, v))?;
@@ -794,33 +843,71 @@ impl<'a> Ctx<'a> {
                 .pick(|s| s.intensity_source.clone())
                 .map(|(s, _)| s)
                 .unwrap_or_else(|| format!("factors file '{}' ({key})", self.file));
-            push(ReportFactor::new(
-                site,
-                "grid_intensity",
-                v,
-                "gCO2e/kWh",
-                source,
-            ));
+            push(
+                ReportFactor::new(site, "grid_intensity", v, "gCO2e/kWh", source)
+                    .with_year(self.pick(|s| s.intensity_year).map(|(y, _)| y)),
+            );
             v
         } else {
-            let year = self.pick(|s| s.intensity_year).map(|(y, _)| y);
-            let g = (!zone.is_empty())
-                .then(|| grid_intensity(&zone, year))
-                .flatten()
-                .or_else(|| {
-                    (!country.is_empty())
-                        .then(|| grid_intensity(&country, year))
-                        .flatten()
-                })
-                .ok_or_else(|| FactorsFileError::UnknownZone {
+            let fixed = self.pick(|s| s.intensity_year).map(|(y, _)| y);
+            let mut years: BTreeSet<i32> = energy
+                .it_kwh
+                .iter()
+                .map(|(ns, _)| year_of(ns.div_euclid(1_000_000_000)))
+                .collect();
+            if years.is_empty() {
+                years.insert(year_of(energy.from_ns.div_euclid(1_000_000_000)));
+            }
+            let lookup = |year: i32| {
+                (!zone.is_empty())
+                    .then(|| grid_intensity(&zone, Some(year)))
+                    .flatten()
+                    .or_else(|| {
+                        (!country.is_empty())
+                            .then(|| grid_intensity(&country, Some(year)))
+                            .flatten()
+                    })
+                    // A year before the table's first: its oldest year, stated below.
+                    .or_else(|| {
+                        (!zone.is_empty())
+                            .then(|| grid_intensity(&zone, None))
+                            .flatten()
+                            .or_else(|| {
+                                (!country.is_empty())
+                                    .then(|| grid_intensity(&country, None))
+                                    .flatten()
+                            })
+                            .filter(|g| g.year > year)
+                    })
+            };
+            let mut last = None;
+            for data_year in years {
+                let want = fixed.unwrap_or(data_year);
+                let g = lookup(want).ok_or_else(|| FactorsFileError::UnknownZone {
                     file: self.file.to_owned(),
                     site: site.to_owned(),
                     zone: zone.clone(),
                     country: country.clone(),
                 })?;
-            let v = g.g_per_kwh;
-            push(ReportFactor::from_core(site, g.to_factor()));
-            v
+                let mut rf = ReportFactor::from_core(site, g.to_factor());
+                rf.source = if g.year == data_year {
+                    format!("{} (for data of {data_year})", rf.source)
+                } else if fixed.is_some() {
+                    format!(
+                        "{} (for data of {data_year}: the file's intensity_year {want})",
+                        rf.source
+                    )
+                } else {
+                    format!(
+                        "{} (for data of {data_year}: the table has no {data_year}, {} used)",
+                        rf.source, g.year
+                    )
+                };
+                push(rf);
+                grid_by_year.insert(data_year, g.g_per_kwh);
+                last = Some(g.g_per_kwh);
+            }
+            last.unwrap_or_default()
         };
 
         // Hourly intensity.
@@ -909,13 +996,16 @@ impl<'a> Ctx<'a> {
             ));
         }
         match &residual {
-            Some((v, k)) => push(ReportFactor::new(
-                site,
-                "market_residual_mix",
-                *v,
-                "gCO2e/kWh",
-                file_src(&format!("{k}.residual_mix_g_per_kwh")),
-            )),
+            Some((v, k)) => push(
+                ReportFactor::new(
+                    site,
+                    "market_residual_mix",
+                    *v,
+                    "gCO2e/kWh",
+                    file_src(&format!("{k}.residual_mix_g_per_kwh")),
+                )
+                .with_year(self.pick(|s| s.residual_mix_year).map(|(y, _)| y)),
+            ),
             None if market.covered_share < 1.0 => {
                 push(ReportFactor::new(
                     site,
@@ -1023,6 +1113,7 @@ impl<'a> Ctx<'a> {
             ewif_l_per_kwh: ewif,
             pue_wue: pue_wue.map(|(series, _)| series),
             grid_g_per_kwh: grid,
+            grid_by_year,
             hourly,
             market,
             gpu_embodied_kg,

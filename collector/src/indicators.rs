@@ -119,6 +119,9 @@ pub struct ReportInput {
     pub folded_points: u64,
     /// Per host, the idle policy its unassigned host energy was charged by.
     pub idle_policies: Vec<HostPolicy>,
+    /// Width of the rows' buckets (ns): an hourly intensity series applies as its
+    /// time-weighted mean over each bucket.
+    pub grain_ns: i64,
     /// Findings about the input the report's warnings carry.
     pub notes: Vec<String>,
     /// sha256 the store computes over the raw rows of the period.
@@ -484,8 +487,10 @@ pub fn compute_with(
             Some(s) => {
                 let (pue, wue) = s.pue_wue_at(r.hour_start_ns);
                 a.facility_kwh = facility_energy_kwh(a.it_kwh, pue);
-                a.location_g =
-                    location_emissions_g(a.facility_kwh, s.intensity_at(r.hour_start_ns));
+                a.location_g = location_emissions_g(
+                    a.facility_kwh,
+                    s.intensity_over(r.hour_start_ns, input.grain_ns),
+                );
                 a.market_g = market_emissions_g(a.facility_kwh, &s.market).grams;
                 let w = water_l(a.it_kwh, pue, wue, s.ewif_l_per_kwh);
                 a.onsite_l = w.onsite_l;

@@ -389,6 +389,7 @@ pub fn report_input(
         gaps,
         folded_points,
         idle_policies,
+        grain_ns,
         notes,
         input_digest: String::new(),
     };
@@ -407,6 +408,7 @@ pub fn input_digest(input: &ReportInput) -> String {
     };
     line(json!([DIGEST_VERSION]));
     line(json!(["period", input.period.from_ns, input.period.to_ns]));
+    line(json!(["grain_ns", input.grain_ns]));
     let mut energy: Vec<&EnergyRow> = input.energy.iter().collect();
     energy.sort_by(|a, b| {
         (

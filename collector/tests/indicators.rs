@@ -112,6 +112,7 @@ fn input() -> ReportInput {
         }],
         folded_points: 7,
         idle_policies: Vec::new(),
+        grain_ns: 3_600_000_000_000,
         notes: Vec::new(),
         input_digest: "sha256:abc".into(),
     }
@@ -234,10 +235,15 @@ fn totals_sites_and_countries_add_up_by_hand() {
     );
     assert_eq!(r.totals.requests, 150);
     let paris = r.by_site.iter().find(|s| s.site == "paris").expect("paris");
-    assert_eq!((paris.country.as_str(), paris.zone.as_str()), ("FR", "FR"));
+    // Countries in one form (ISO alpha-3), whatever the agent wrote.
+    assert_eq!((paris.country.as_str(), paris.zone.as_str()), ("FRA", "FR"));
     close(paris.indicators.energy_kwh.facility, it_p * 1.2);
     close(paris.indicators.water_l.onsite, it_p * 0.5);
-    let us = r.by_country.iter().find(|c| c.country == "US").expect("US");
+    let us = r
+        .by_country
+        .iter()
+        .find(|c| c.country == "USA")
+        .expect("USA");
     close(
         us.indicators.emissions_kgco2e.location,
         it_v * 1.5 * 400.0 / 1000.0,
@@ -248,8 +254,8 @@ fn totals_sites_and_countries_add_up_by_hand() {
         .geography
         .energy_share_by_country
         .iter()
-        .find(|s| s.key == "FR")
-        .expect("FR");
+        .find(|s| s.key == "FRA")
+        .expect("FRA");
     close_opt(fr.share, it_p * 1.2 / (it_p * 1.2 + it_v * 1.5));
     let pjm = r
         .geography
@@ -367,7 +373,7 @@ fn usage_by_country_suppresses_small_rows_into_other() {
     assert!(u
         .rows
         .iter()
-        .any(|x| x.country == "FR" && x.model == "llama" && x.requests == 100));
+        .any(|x| x.country == "FRA" && x.model == "llama" && x.requests == 100));
     assert!(!u.rows.iter().any(|x| x.model == "tiny"));
     let all = compute_with(&inp, &f, &ComputeOptions::default());
     assert_eq!(all.usage_by_country.suppressed_rows, 0);
@@ -418,8 +424,10 @@ fn builtin_tables_by_zone_then_country() {
     inp.sites[1].zone = "NOT-A-ZONE".into();
     inp.sites[1].country = "USA".into();
     let f = resolve("[sites.paris]\npue = 1.1\n", &inp);
-    let fr = inferwatt_core::factors::grid_intensity("FR", None).expect("FR in table");
-    let usa = inferwatt_core::factors::grid_intensity("USA", None).expect("USA in table");
+    // The table of the data's year (or the newest earlier one).
+    let year = Some(inferwatt_core::factors::year_of(H0 / 1_000_000_000));
+    let fr = inferwatt_core::factors::grid_intensity("FR", year).expect("FR in table");
+    let usa = inferwatt_core::factors::grid_intensity("USA", year).expect("USA in table");
     assert_eq!(f.sites["paris"].grid_g_per_kwh, fr.g_per_kwh);
     assert_eq!(f.sites["virginia"].grid_g_per_kwh, usa.g_per_kwh);
     assert!(f

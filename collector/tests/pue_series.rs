@@ -47,6 +47,7 @@ fn input(energy: Vec<EnergyRow>) -> ReportInput {
         gaps: Vec::new(),
         folded_points: 0,
         idle_policies: Vec::new(),
+        grain_ns: 3_600_000_000_000,
         notes: Vec::new(),
         input_digest: "sha256:test".into(),
     }

@@ -66,6 +66,7 @@ fn report() -> Report {
         gaps: vec![],
         folded_points: 0,
         idle_policies: Vec::new(),
+        grain_ns: 3_600_000_000_000,
         notes: Vec::new(),
         input_digest: "sha256:feed".into(),
     };
@@ -249,7 +250,7 @@ fn hf_model_card_block() {
     assert!(card.starts_with("---\nco2_eq_emissions:\n"));
     assert!(card.contains(&format!("  emissions: {grams}\n")));
     assert!(card.contains("  training_type: \"inference\"\n"));
-    assert!(card.contains("  geographical_location: \"FR (FR)\"\n"));
+    assert!(card.contains("  geographical_location: \"FRA (FR)\"\n"));
     assert!(card.contains("  hardware_used: \"1 x NVIDIA H100 80GB HBM3\"\n"));
     assert!(card.contains("  source: \"inferwatt"));
 }

@@ -158,6 +158,7 @@ pub fn compute_series(
             gaps: Vec::new(),
             folded_points: 0,
             idle_policies: input.idle_policies.clone(),
+            grain_ns: input.grain_ns,
             notes: Vec::new(),
             input_digest: String::new(),
         };

@@ -205,6 +205,18 @@ pub fn grid_intensity(zone_or_country: &str, year: Option<i32>) -> Option<GridIn
     zone_intensity(zone_or_country, year).or_else(|| country_intensity(zone_or_country, year))
 }
 
+/// One form for a country: the ISO 3166-1 alpha-3 code of an alpha-2 or alpha-3 code (or
+/// an English name) the built-in country table knows ("US", "us", "USA" → "USA"); any
+/// other value upper-cased and trimmed. So "US" and "USA" are one country in a report.
+pub fn normalize_country(code: &str) -> String {
+    let up = code.trim().to_uppercase();
+    tables()
+        .and_then(|t| t.ember_index.get(&up))
+        .filter(|k| k.len() == 3 && k.chars().all(|c| c.is_ascii_alphabetic()))
+        .map(|k| k.to_uppercase())
+        .unwrap_or(up)
+}
+
 /// The ISO 3166-1 alpha-2 country of an Electricity Maps zone: its first part
 /// ("US-CAL-CISO" → "US", "DK-DK1" → "DK", "XK" → "XK"). `None` when the first part is
 /// not two letters.
@@ -217,6 +229,16 @@ pub fn zone_country(zone: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn countries_have_one_form() {
+        assert_eq!(normalize_country("US"), "USA");
+        assert_eq!(normalize_country(" usa "), "USA");
+        assert_eq!(normalize_country("FR"), "FRA");
+        assert_eq!(normalize_country("DEU"), "DEU");
+        assert_eq!(normalize_country("MARS"), "MARS");
+        assert_eq!(normalize_country(""), "");
+    }
 
     #[test]
     fn builtin_tables_load() {

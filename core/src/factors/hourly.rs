@@ -42,6 +42,38 @@ impl HourlyIntensity {
         (unix_s.saturating_sub(start) < series.step_s).then_some(value)
     }
 
+    /// The time-weighted mean intensity in `zone` over `[from_s, to_s)`: each step counts
+    /// for the seconds of it inside the span (15-minute rows weigh a quarter of an hour
+    /// each); seconds the series does not cover count at `fallback`. `None` when the series
+    /// covers none of the span (or the zone is unknown).
+    pub fn mean(&self, zone: &str, from_s: i64, to_s: i64, fallback: f64) -> Option<f64> {
+        let series = self.series.get(&normalize_zone(zone))?;
+        if to_s <= from_s {
+            return self.at(zone, from_s);
+        }
+        let first = series
+            .points
+            .partition_point(|(t, _)| *t <= from_s)
+            .saturating_sub(1);
+        let (mut covered, mut weighted) = (0i64, 0.0);
+        for (start, value) in series.points.iter().skip(first) {
+            if *start >= to_s {
+                break;
+            }
+            let a = (*start).max(from_s);
+            let b = start.saturating_add(series.step_s).min(to_s);
+            if b > a {
+                covered += b - a;
+                weighted += value * (b - a) as f64;
+            }
+        }
+        if covered == 0 {
+            return None;
+        }
+        let span = to_s - from_s;
+        Some((weighted + fallback * (span - covered) as f64) / span as f64)
+    }
+
     /// The zones present, upper-cased, sorted.
     pub fn zones(&self) -> impl Iterator<Item = &str> {
         self.series.keys().map(String::as_str)
@@ -255,6 +287,21 @@ fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
     Ok(cells)
 }
 
+/// The UTC calendar year of `unix_s` (proleptic Gregorian).
+pub fn year_of(unix_s: i64) -> i32 {
+    let days = unix_s.div_euclid(86_400);
+    // Inverse of `days_from_civil` (era-based).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    i32::try_from(year).unwrap_or(if year < 0 { i32::MIN } else { i32::MAX })
+}
+
 /// Days from 1970-01-01 to a proleptic Gregorian date (era-based civil-date arithmetic).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -383,6 +430,30 @@ mod tests {
             parse_iso8601_utc("2023-12-31T19:00:00-0500"),
             Ok(1_704_067_200)
         );
+    }
+
+    #[test]
+    fn years_of_known_instants() {
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(1_704_067_199), 2023);
+        assert_eq!(year_of(1_704_067_200), 2024);
+        assert_eq!(year_of(1_735_689_599), 2024);
+        assert_eq!(year_of(1_735_689_600), 2025);
+        assert_eq!(year_of(951_782_400), 2000); // 2000-02-29
+        assert_eq!(year_of(-1), 1969);
+    }
+
+    #[test]
+    fn fifteen_minute_rows_are_time_weighted() {
+        let csv = "datetime,zone,g_per_kwh\n\
+                   2024-06-01T10:00:00Z,FR,100\n2024-06-01T10:15:00Z,FR,200\n\
+                   2024-06-01T10:30:00Z,FR,300\n2024-06-01T10:45:00Z,FR,400\n";
+        let h = parse_hourly_csv(csv).expect("csv");
+        let t = parse_iso8601_utc("2024-06-01T10:00:00Z").expect("t");
+        assert_eq!(h.mean("FR", t, t + 3600, 0.0), Some(250.0));
+        // Half the hour uncovered: the fallback fills it.
+        assert_eq!(h.mean("FR", t + 1800, t + 5400, 50.0), Some(200.0));
+        assert_eq!(h.mean("FR", t + 7200, t + 10_800, 50.0), None);
     }
 
     #[test]

@@ -128,3 +128,102 @@ fn nvidia_smi_power_is_integrated_per_gpu_by_trapezoid() {
         "nothing of a bad file is stored"
     );
 }
+
+/// A CodeCarbon 3.x `emissions.csv` as the tracker writes it (every `EmissionsData`
+/// column, then `wue`): energies that include CodeCarbon's `pue` 1.5 are divided back, the
+/// 4 GPUs of `gpu_count` each get a quarter and a GPU-hour per hour, and the report then
+/// applies the site's own PUE once. The row is from 2024: history imports with the
+/// default config, and importing the same file again is refused with exit 3.
+#[test]
+fn codecarbon_pue_is_divided_back_and_gpu_count_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = "timestamp,project_name,run_id,experiment_id,duration,emissions,emissions_rate,\
+cpu_utilization_percent,ram_utilization_percent,ram_used_gb,cpu_power,gpu_power,ram_power,\
+cpu_energy,gpu_energy,ram_energy,energy_consumed,water_consumed,country_name,country_iso_code,\
+region,cloud_provider,cloud_region,os,python_version,codecarbon_version,cpu_count,cpu_model,\
+gpu_count,gpu_model,longitude,latitude,ram_total_size,tracking_mode,on_cloud,pue,wue";
+    // 2024-03-01T10:00:00, one hour; GPU 1.2 kWh and CPU+RAM 0.3 kWh as written (× 1.5).
+    let row = "2024-03-01T10:00:00,llama-eval,7f1c,e9,3600,0.2,5.5e-05,40.0,20.0,12.0,\
+75.0,1600.0,10.0,0.15,1.2,0.15,1.5,0.0,France,FRA,IDF,,,Linux-6.1,3.11.7,3.3.2,32,\
+AMD EPYC 9454,4,4 x NVIDIA H100 80GB HBM3,2.35,48.85,512.0,machine,N,1.5,0.0";
+    let out = import(
+        dir.path(),
+        "emissions.csv",
+        &format!("{header}\n{row}\n"),
+        "codecarbon",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = 1_709_287_200_000_000_000; // 2024-03-01T10:00:00Z
+    let hour = 3_600_000_000_000;
+    let store = Store::open(&dir.path().join("c.db")).expect("db");
+    let gpus = store.sum_gpu_energy(t - hour, t).expect("gpu");
+    assert_eq!(gpus.len(), 4, "{gpus:?}");
+    for g in &gpus {
+        assert!((g.energy_j - 0.2 * 3.6e6).abs() < 1e-3, "{g:?}");
+    }
+    let models = store.sum_model_energy(t - hour, t).expect("models");
+    let host: f64 = models.iter().map(|m| m.host_j).sum();
+    assert!((host - 0.2 * 3.6e6).abs() < 1e-3, "{host}");
+    let gpu_s: f64 = models.iter().map(|m| m.gpu_s).sum();
+    assert!((gpu_s - 4.0 * 3600.0).abs() < 1e-6, "{gpu_s}");
+    drop(store);
+
+    // The report: IT = 0.8 + 0.2 kWh, facility at the site's PUE (1.2), not CodeCarbon's.
+    let factors = dir.path().join("f.toml");
+    std::fs::write(&factors, "[sites.lab]\ncountry = \"FRA\"\npue = 1.2\n").expect("factors");
+    let out = Command::new(BIN)
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--from",
+            "2024-03-01T09:00:00Z",
+        ])
+        .args(["--to", "2024-03-01T10:00:00Z", "--db"])
+        .arg(dir.path().join("c.db"))
+        .arg("--factors")
+        .arg(&factors)
+        .output()
+        .expect("report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let e = &r["totals"]["energy_kwh"];
+    assert!((e["it"].as_f64().expect("it") - 1.0).abs() < 1e-9, "{e}");
+    assert!(
+        (e["facility"].as_f64().expect("f") - 1.2).abs() < 1e-9,
+        "{e}"
+    );
+    assert!((r["totals"]["gpu_hours"].as_f64().expect("h") - 4.0).abs() < 1e-9);
+
+    // The same file again: refused whole, exit 3, saying why.
+    let out = import(
+        dir.path(),
+        "emissions.csv",
+        &format!("{header}\n{row}\n"),
+        "codecarbon",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("imported before") && err.contains("skipped"),
+        "{err}"
+    );
+    // Another file with the same rows: its duplicates are counted, exit 3.
+    let out = import(
+        dir.path(),
+        "copy.csv",
+        &format!("{header}\n{row}\n\n"),
+        "codecarbon",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("8 of its 8 points were skipped"), "{err}");
+}

@@ -4,14 +4,19 @@
 //! anything is stored; any unknown column, unit or bad value is an error naming the
 //! column and line, and then nothing is stored.
 //!
-//! CodeCarbon (one row per run or per measurement): `gpu_energy` (kWh) becomes a `gpu`
-//! point and a `model_energy` point (`active_j` = GPU energy, `host_j` = `cpu_energy` +
-//! `ram_energy`), model = `project_name`, server = `codecarbon:<experiment_id>`, ending at
-//! `timestamp` (read as UTC when it has no offset) and lasting `duration` seconds.
-//! What is lost: CodeCarbon's own emissions, water and PUE (reports recompute them from
-//! factors), its country/region (the site's factors decide), per-GPU detail (one
-//! `codecarbon:<run_id>` GPU per run), and the idle/active split (all GPU energy counts
-//! as active).
+//! CodeCarbon (one row per run or per measurement): CodeCarbon multiplies every energy it
+//! measures by its configured `pue` before it adds it to `cpu_energy`, `gpu_energy` and
+//! `ram_energy` (`EmissionsTracker._do_measurements` in CodeCarbon 3.x), so each is
+//! divided by the row's `pue` first: the report applies the site's PUE once. The GPU
+//! energy is split equally over the row's `gpu_count` GPUs (`codecarbon:<run_id>:<i>`),
+//! each a `gpu` point and a `model_energy` point (`active_j` = its GPU energy, `host_j` =
+//! its share of `cpu_energy` + `ram_energy`, `gpu_s` = `duration`: one model per GPU);
+//! a row with `gpu_count` 0 and no GPU energy is one `model_energy` point with the host
+//! energy and no GPU time. Model = `project_name`, server = `codecarbon:<experiment_id>`,
+//! ending at `timestamp` (read as UTC when it has no offset), lasting `duration` seconds.
+//! What is lost: CodeCarbon's own emissions and water (reports recompute them from
+//! factors), its country/region (the site's factors decide), per-GPU differences (the
+//! row has one total), and the idle/active split (all GPU energy counts as active).
 //!
 //! nvidia-smi (`--query-gpu=timestamp,index,uuid,name,power.draw,… --format=csv`, with
 //! or without units): power is integrated per GPU by the trapezoid rule between
@@ -168,6 +173,7 @@ pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point
         opt("ram_energy"),
         opt("gpu_model"),
     );
+    let (pue_i, count_i) = (opt("pue"), opt("gpu_count"));
     let mut out = Vec::new();
     for (n, f) in &rows {
         let get = |i: Option<usize>| i.and_then(|i| f.get(i)).map(String::as_str).unwrap_or("");
@@ -192,8 +198,37 @@ pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point
                 v => number(*n, name, v).map(|v| v * 3.6e6),
             }
         };
-        let gpu_j = kwh(Some(gpu_i), "gpu_energy")?;
-        let host_j = kwh(cpu_i, "cpu_energy")? + kwh(ram_i, "ram_energy")?;
+        // CodeCarbon's energies include its PUE (see the module doc).
+        let pue = match get(pue_i) {
+            "" => 1.0,
+            v => match number(*n, "pue", v)? {
+                p if p >= 1.0 => p,
+                _ => {
+                    return Err(CsvImportError::BadValue {
+                        line: *n,
+                        column: "pue".into(),
+                        value: v.to_owned(),
+                        problem: "is below 1; CodeCarbon's PUE is ≥ 1 (1.0 when not configured)",
+                    })
+                }
+            },
+        };
+        let gpu_count = match get(count_i) {
+            "" => None,
+            v => match number(*n, "gpu_count", v)? {
+                c if c >= 0.0 && c.fract() == 0.0 && c <= 4096.0 => Some(c as u32),
+                _ => {
+                    return Err(CsvImportError::BadValue {
+                        line: *n,
+                        column: "gpu_count".into(),
+                        value: v.to_owned(),
+                        problem: "is not a whole number of GPUs (0 to 4096)",
+                    })
+                }
+            },
+        };
+        let gpu_j = kwh(Some(gpu_i), "gpu_energy")? / pue;
+        let host_j = (kwh(cpu_i, "cpu_energy")? + kwh(ram_i, "ram_energy")?) / pue;
         if duration < 0.0 || gpu_j < 0.0 || host_j < 0.0 {
             return Err(CsvImportError::BadValue {
                 line: *n,
@@ -202,8 +237,10 @@ pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point
                 problem: "must not be negative",
             });
         }
-        let run = get(run_i);
-        let gpu_uuid = format!("codecarbon:{}", if run.is_empty() { "run" } else { run });
+        let run = match get(run_i) {
+            "" => "run",
+            r => r,
+        };
         let gpu_name = match get(model_i) {
             "" => "unknown",
             m => m,
@@ -214,32 +251,57 @@ pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point
         } else {
             project
         };
-        out.push(
-            Point::new(schema::GPU)
-                .tag("site", site)
-                .tag("host", host)
-                .tag("gpu_uuid", &gpu_uuid)
-                .tag("gpu_index", "0")
-                .tag("gpu_name", gpu_name)
-                .float("energy_j", gpu_j)
-                .float("interval_s", duration)
-                .string("source", EnergySource::Integrated.as_str())
-                .at(end_ns),
-        );
-        out.push(
+        // GPUs of the row: its gpu_count, at least one when it has GPU energy.
+        let gpus = match gpu_count {
+            Some(0) if gpu_j == 0.0 => 0,
+            Some(c) => c.max(1),
+            None => 1,
+        };
+        let model_point = |gpu_uuid: &str, active_j: f64, host_j: f64, gpu_s: f64| {
             Point::new(schema::MODEL_ENERGY)
                 .tag("site", site)
                 .tag("host", host)
-                .tag("gpu_uuid", &gpu_uuid)
+                .tag("gpu_uuid", gpu_uuid)
                 .tag("model", model)
                 .tag("server", format!("codecarbon:{}", get(exp_i)))
-                .float("active_j", gpu_j)
+                .float("active_j", active_j)
                 .float("idle_j", 0.0)
                 .float("host_j", host_j)
                 .float("interval_s", duration)
+                .float(schema::GPU_SECONDS_FIELD, gpu_s)
                 .string("method", "equal")
-                .at(end_ns),
-        );
+                .at(end_ns)
+        };
+        if gpus == 0 {
+            out.push(model_point(&format!("codecarbon:{run}"), 0.0, host_j, 0.0));
+            continue;
+        }
+        for i in 0..gpus {
+            let gpu_uuid = if gpus == 1 {
+                format!("codecarbon:{run}")
+            } else {
+                format!("codecarbon:{run}:{i}")
+            };
+            let share = 1.0 / f64::from(gpus);
+            out.push(
+                Point::new(schema::GPU)
+                    .tag("site", site)
+                    .tag("host", host)
+                    .tag("gpu_uuid", &gpu_uuid)
+                    .tag("gpu_index", i.to_string())
+                    .tag("gpu_name", gpu_name)
+                    .float("energy_j", gpu_j * share)
+                    .float("interval_s", duration)
+                    .string("source", EnergySource::Integrated.as_str())
+                    .at(end_ns),
+            );
+            out.push(model_point(
+                &gpu_uuid,
+                gpu_j * share,
+                host_j * share,
+                duration,
+            ));
+        }
     }
     Ok(out)
 }

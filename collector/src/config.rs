@@ -57,8 +57,9 @@ pub struct Config {
     /// `token` (default) or `none` (loopback demos only; logged loudly).
     #[serde(default)]
     pub auth: AuthMode,
-    /// Days raw points are kept (0 = forever). Points older than this are not accepted,
-    /// because their duplicates could no longer be recognised.
+    /// Days raw points are kept (0 = forever), counted from their timestamp and from when
+    /// they were stored (a row goes when both are older). Old data is never refused;
+    /// rollups keep its sums.
     #[serde(default = "default_raw_retention_days")]
     pub raw_retention_days: u32,
     /// Days hourly rollups are kept (0 = forever).
@@ -172,7 +173,8 @@ db_path = "./inferwatt.db"
 max_body_bytes = 33554432
 # "token" or "none" (loopback only, for demos).
 auth = "token"
-# Days raw points are kept (0 = forever); older points are refused.
+# Days raw points are kept (0 = forever), by timestamp and by ingest time; data of any
+# age is accepted, and its hourly/daily rollups stay.
 raw_retention_days = 35
 # Days hourly rollups are kept (0 = forever).
 rollup_retention_days = 0

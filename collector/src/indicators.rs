@@ -423,6 +423,16 @@ impl Acc {
     }
 }
 
+/// Adds `a` to `map[key]`, copying the key only the first time it is seen.
+fn add_to(map: &mut BTreeMap<String, Acc>, key: &str, a: &Acc) {
+    match map.get_mut(key) {
+        Some(e) => e.add(a),
+        None => {
+            map.insert(key.to_owned(), *a);
+        }
+    }
+}
+
 /// Computes the report with the default options for `group` (no suppression, now).
 pub fn compute(input: &ReportInput, factors: &ResolvedFactors, group: &[GroupBy]) -> Report {
     compute_with(
@@ -474,6 +484,13 @@ pub fn compute_with(
         by_model.entry(m.to_owned()).or_default();
     }
 
+    // A bucket's width for a time-weighted intensity; a calendar-year grain only happens
+    // without an hourly series, where the width does not matter.
+    let bucket_ns = if input.grain_ns == crate::store::YEAR_GRAIN {
+        0
+    } else {
+        input.grain_ns
+    };
     for r in &input.energy {
         let mut a = Acc {
             gpu_seconds: r.gpu_seconds,
@@ -489,7 +506,7 @@ pub fn compute_with(
                 a.facility_kwh = facility_energy_kwh(a.it_kwh, pue);
                 a.location_g = location_emissions_g(
                     a.facility_kwh,
-                    s.intensity_over(r.hour_start_ns, input.grain_ns),
+                    s.intensity_over(r.hour_start_ns, bucket_ns),
                 );
                 a.market_g = market_emissions_g(a.facility_kwh, &s.market).grams;
                 let w = water_l(a.it_kwh, pue, wue, s.ewif_l_per_kwh);
@@ -512,8 +529,8 @@ pub fn compute_with(
             }
         }
         totals.add(&a);
-        by_model.entry(r.model.clone()).or_default().add(&a);
-        by_site.entry(r.site.clone()).or_default().add(&a);
+        add_to(&mut by_model, &r.model, &a);
+        add_to(&mut by_site, &r.site, &a);
     }
 
     let mut usage_cm: BTreeMap<(String, String), Acc> = BTreeMap::new();

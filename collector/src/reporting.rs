@@ -36,7 +36,7 @@ use crate::indicators::{
 };
 use crate::report::{self, Format, ReportError};
 use crate::store::rollup::bucket_of;
-use crate::store::{Store, StoreError, DAY_NS, HOUR_NS};
+use crate::store::{Store, StoreError, HOUR_NS, YEAR_GRAIN};
 
 /// Why a report cannot be produced. Each message names the value and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +67,14 @@ const DIGEST_VERSION: &str = "inferwatt.report-input/v2";
 /// A GPU's energy below this (J) that no model row holds is float noise, not energy.
 const NOISE_J: f64 = 1e-3;
 
-/// The bucket width a report over `factors` reads: days, unless a site has an hourly
-/// intensity or PUE/WUE series (factors that change within a day), then hours.
+/// The bucket width a report over `factors` reads: calendar years (the grid factor
+/// changes with the data's year, nothing else does), unless a site has an hourly intensity
+/// or PUE/WUE series (factors that change within a day), then hours.
 pub fn report_grain(factors: &FactorsChoice) -> i64 {
     if factors.file.has_hourly_series() {
         HOUR_NS
     } else {
-        DAY_NS
+        YEAR_GRAIN
     }
 }
 
@@ -225,18 +226,33 @@ pub fn report_input(
             from: reported,
         });
     }
-    // Rows of each host-bucket, by index, for the resident split.
-    let mut rows_of: HashMap<(String, String, i64), Vec<usize>> = HashMap::new();
+    // Rows of each host-bucket, by index, for the resident split (hosts by number, so
+    // no string is copied per row).
+    let mut host_no: HashMap<(String, String), usize> = HashMap::new();
+    for r in energy.iter() {
+        if !host_no.contains_key(&(r.site.clone(), r.host.clone())) {
+            let n = host_no.len();
+            host_no.insert((r.site.clone(), r.host.clone()), n);
+        }
+    }
+    let mut rows_of: HashMap<(usize, i64), Vec<usize>> = HashMap::new();
+    let mut last: Option<(&str, &str, usize)> = None;
     for (i, r) in energy.iter().enumerate() {
-        rows_of
-            .entry((r.site.clone(), r.host.clone(), r.hour_start_ns))
-            .or_default()
-            .push(i);
+        let n = match last {
+            Some((s, h, n)) if s == r.site && h == r.host => n,
+            _ => {
+                let n = host_no[&(r.site.clone(), r.host.clone())];
+                last = Some((&r.site, &r.host, n));
+                n
+            }
+        };
+        rows_of.entry((n, r.hour_start_ns)).or_default().push(i);
     }
     let mut host_excess: BTreeMap<(String, String), f64> = BTreeMap::new();
     for h in &hosts {
-        let idx = rows_of
-            .get(&(h.site.clone(), h.host.clone(), h.bucket_ns))
+        let idx = host_no
+            .get(&(h.site.clone(), h.host.clone()))
+            .and_then(|n| rows_of.get(&(*n, h.bucket_ns)))
             .cloned()
             .unwrap_or_default();
         let given: f64 = idx.iter().map(|&i| energy[i].host_j).sum();
@@ -292,24 +308,8 @@ pub fn report_input(
         })
         .collect();
     notes.sort();
-    energy.sort_by(|a, b| {
-        (
-            &a.site,
-            &a.host,
-            &a.gpu_uuid,
-            &a.model,
-            &a.server,
-            a.hour_start_ns,
-        )
-            .cmp(&(
-                &b.site,
-                &b.host,
-                &b.gpu_uuid,
-                &b.model,
-                &b.server,
-                b.hour_start_ns,
-            ))
-    });
+    // Rows stay in the store's order (by GPU and model, then time) with the derived rows
+    // after them; the digest sorts on its own.
 
     let mut usage_map: BTreeMap<(String, String, String, i64), [f64; 3]> = BTreeMap::new();
     for u in store.bucket_model_usage(from, to, grain_ns)? {
@@ -401,50 +401,77 @@ pub fn report_input(
 /// itself is not part of it.
 pub fn input_digest(input: &ReportInput) -> String {
     use serde_json::json;
-    let mut h = Sha256::new();
-    let mut line = |v: serde_json::Value| {
+    let h = std::cell::RefCell::new(Sha256::new());
+    let line = |v: serde_json::Value| {
+        let mut h = h.borrow_mut();
         h.update(v.to_string().as_bytes());
         h.update(b"\n");
     };
+    let line_bytes = |b: &[u8]| h.borrow_mut().update(b);
     line(json!([DIGEST_VERSION]));
     line(json!(["period", input.period.from_ns, input.period.to_ns]));
     line(json!(["grain_ns", input.grain_ns]));
-    let mut energy: Vec<&EnergyRow> = input.energy.iter().collect();
-    energy.sort_by(|a, b| {
-        (
-            &a.site,
-            &a.host,
-            &a.gpu_uuid,
-            &a.gpu_name,
-            &a.model,
-            &a.server,
-            a.hour_start_ns,
-        )
-            .cmp(&(
-                &b.site,
-                &b.host,
-                &b.gpu_uuid,
-                &b.gpu_name,
-                &b.model,
-                &b.server,
-                b.hour_start_ns,
-            ))
+    // Energy rows sorted by their tags then time: the distinct tag tuples are ranked once
+    // and the rows sorted by (rank, time), integers; each row serialised straight from a
+    // tuple (the same JSON as a `json!` array, without building one).
+    let mut ranks: BTreeMap<(&str, &str, &str, &str, &str, &str), usize> = BTreeMap::new();
+    for r in &input.energy {
+        ranks.insert(
+            (
+                &r.site,
+                &r.host,
+                &r.gpu_uuid,
+                &r.gpu_name,
+                &r.model,
+                &r.server,
+            ),
+            0,
+        );
+    }
+    for (i, v) in ranks.values_mut().enumerate() {
+        *v = i;
+    }
+    let mut energy: Vec<(usize, i64, &EnergyRow)> = input
+        .energy
+        .iter()
+        .map(|r| {
+            let k = (
+                r.site.as_str(),
+                r.host.as_str(),
+                r.gpu_uuid.as_str(),
+                r.gpu_name.as_str(),
+                r.model.as_str(),
+                r.server.as_str(),
+            );
+            (ranks[&k], r.hour_start_ns, r)
+        })
+        .collect();
+    energy.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| a.2.active_j.total_cmp(&b.2.active_j))
     });
-    for r in energy {
-        line(json!([
+    let mut buf = Vec::with_capacity(256);
+    for (_, _, r) in energy {
+        buf.clear();
+        let row = (
             "energy",
-            r.site,
-            r.host,
-            r.gpu_uuid,
-            r.gpu_name,
-            r.model,
-            r.server,
+            &r.site,
+            &r.host,
+            &r.gpu_uuid,
+            &r.gpu_name,
+            &r.model,
+            &r.server,
             r.hour_start_ns,
             r.active_j,
             r.idle_j,
             r.host_j,
-            r.gpu_seconds
-        ]));
+            r.gpu_seconds,
+        );
+        if serde_json::to_writer(&mut buf, &row).is_ok() {
+            buf.push(b'\n');
+            line_bytes(&buf);
+        }
     }
     let mut usage: Vec<&UsageRow> = input.usage.iter().collect();
     usage.sort_by(|a, b| {
@@ -504,7 +531,7 @@ pub fn input_digest(input: &ReportInput) -> String {
     for p in &input.idle_policies {
         line(json!(["idle_policy", p.site, p.host, p.policy, p.from]));
     }
-    hex::encode(h.finalize())
+    hex::encode(h.into_inner().finalize())
 }
 
 /// Parses a time given as RFC 3339 UTC (`2026-11-28T00:00:00Z`, optional fraction, `Z` or

@@ -20,8 +20,8 @@ fn version_names_the_crate_version() {
 fn import_is_all_or_nothing_and_reads_gzip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("c.db");
-    let good = "model_usage,site=s1,host=h1,model=m,server=x requests=2i,output_tokens=10i 1800000000\n\
-                model_usage,site=s1,host=h1,model=m,server=x requests=3i,output_tokens=20i 1800000001\n";
+    let good = "model_usage,site=s1,host=h1,model=m,server=x requests=2i,output_tokens=10i,interval_s=1 1800000000\n\
+                model_usage,site=s1,host=h1,model=m,server=x requests=3i,output_tokens=20i,interval_s=1 1800000001\n";
     let bad = format!("{good}model_usage,site=s1,host=h1 requests=oops 1800000002\n");
     std::fs::write(dir.path().join("bad.lp"), bad).expect("write");
     let out = Command::new(BIN)

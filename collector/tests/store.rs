@@ -79,9 +79,9 @@ fn overlap(ts: i64, interval_s: f64, from: i64, to: i64) -> f64 {
     }
 }
 
-/// Intervals the store must spread: instants, agent ticks, a folded spool point, an
+/// Intervals the store must spread: sub-second and agent ticks, a folded spool point, an
 /// hourly import row and a 28-hour outage.
-const INTERVALS: [f64; 6] = [0.0, 1.0, 2.0, 600.0, 5400.0, 28.0 * 3600.0];
+const INTERVALS: [f64; 6] = [0.5, 1.0, 2.0, 600.0, 5400.0, 28.0 * 3600.0];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
@@ -260,6 +260,7 @@ fn a_bad_point_stores_nothing_of_its_batch() {
         .tag("site", "s1")
         .tag("host", "h1")
         .string("energy_j", "lots")
+        .float("interval_s", 1.0)
         .at(T0);
     let err = store
         .write(&[model_energy("h1", "llama", T0 + 1, 10.0), bad])

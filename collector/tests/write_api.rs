@@ -320,7 +320,7 @@ async fn auth_none_accepts_tagged_points_without_a_token() {
     });
     let req = Request::post("/api/v2/write?precision=s")
         .body(Body::from(
-            "model_usage,site=s1,host=h1 requests=3i 1800000000\n",
+            "model_usage,site=s1,host=h1 requests=3i,interval_s=1 1800000000\n",
         ))
         .expect("request");
     assert_eq!(send(&f.state, req).await.0, StatusCode::NO_CONTENT);

@@ -16,7 +16,9 @@ pub use grid::{
     builtin_attributions, check_builtin_tables, country_intensity, grid_intensity,
     normalize_country, zone_country, zone_intensity, GridIntensity,
 };
-pub use hourly::{parse_hourly_csv, parse_iso8601_utc, year_of, HourlyIntensity};
+pub use hourly::{
+    parse_hourly_csv, parse_iso8601_utc, year_of, year_start_unix_s, HourlyIntensity,
+};
 
 /// Why a factor table or factor file is not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! - [`schema`]: the measurement, tag and field names of the wire contract
 //!   (`docs/ARCHITECTURE.md`, "Wire schema").
 //! - [`units`]: unit conversions, one named function each, applied at the edges.
+//! - [`validate`]: the physical bounds a wire point must meet to be stored.
 //!
 //! Nothing in this crate does I/O.
 
@@ -12,3 +13,4 @@ pub mod footprint;
 pub mod lineproto;
 pub mod schema;
 pub mod units;
+pub mod validate;

@@ -1,7 +1,8 @@
 //! Report latency over a year: a SQLite store filled (through `Store::write`, the ingest
 //! path) with 365 days of hourly intervals for 64 GPUs (8 hosts × 8) each running 8
-//! models, then the median of `--runs` timings of `reporting::build_report` in process
-//! and of the release `inferwatt-collector report` CLI (JSON to a file). Prints one JSON
+//! models, then the median of `--runs` timings of `reporting::build_report` in process,
+//! of the web page's series call over the year (one-day step), and of the release
+//! `inferwatt-collector report` CLI (JSON to a file) with its peak RSS. Prints one JSON
 //! object.
 
 use std::path::PathBuf;
@@ -10,9 +11,10 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Parser;
-use inferwatt_bench::spawn;
+use inferwatt_bench::{procstat, spawn};
 use inferwatt_collector::reporting::{self, FactorsChoice, ReportRequest};
 use inferwatt_collector::store::Store;
+use inferwatt_collector::web::series::{self, SeriesGroup, SeriesRequest};
 use inferwatt_core::schema::{
     EnergySource, GpuInterval, ModelEnergy, ModelUsage, Origin, SiteInfo, SplitMethod,
 };
@@ -161,18 +163,58 @@ fn main() -> anyhow::Result<()> {
     }
     drop(store);
 
+    // The web page's series call over the same year (its step for a year: one day).
+    let store = Store::open(&db)?;
+    let mut series_s = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let started = Instant::now();
+        let s = series::build_series(
+            &store,
+            &SeriesRequest {
+                from_ns: req.from_ns,
+                to_ns: req.to_ns,
+                step_s: 86_400,
+                group: SeriesGroup::Model,
+            },
+            &FactorsChoice::builtin(),
+        )?;
+        series_s.push(started.elapsed().as_secs_f64());
+        if s.bucket_starts.len() as i64 != args.days {
+            bail!(
+                "the series has {} buckets, want {}",
+                s.bucket_starts.len(),
+                args.days
+            );
+        }
+    }
+    drop(store);
+
     let cli = spawn::sibling("inferwatt-collector")?;
     let out_file = tmp.path().join("report.json");
     let mut cli_s = Vec::new();
+    let mut cli_rss_kib = Vec::new();
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
-        let status = Command::new(&cli)
+        let mut child = Command::new(&cli)
             .args(["report", "--format", "json", "--db"])
             .arg(&db)
             .arg("--out")
             .arg(&out_file)
-            .status()?;
+            .spawn()?;
+        // Peak RSS: the child's VmHWM, polled until it exits (monotonic, so the last
+        // reading is the peak up to 2 ms before the end).
+        let mut peak = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+                peak = peak.max(procstat::parse_vmhwm_kib(&text).unwrap_or(0));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
         cli_s.push(started.elapsed().as_secs_f64());
+        cli_rss_kib.push(peak as f64);
         if !status.success() {
             bail!("'inferwatt-collector report --db {}' failed", db.display());
         }
@@ -191,6 +233,9 @@ fn main() -> anyhow::Result<()> {
         "build_report_s": lib_s,
         "cli_report_median_s": median(cli_s.clone()),
         "cli_report_s": cli_s,
+        "cli_report_peak_rss_mib_max": cli_rss_kib.iter().copied().fold(0.0, f64::max) / 1024.0,
+        "series_day_step_median_s": median(series_s.clone()),
+        "series_day_step_s": series_s,
     });
     let text = serde_json::to_string_pretty(&result)?;
     if let Some(out) = &args.out {

@@ -128,6 +128,9 @@ CREATE TABLE tokens (
 /// - `meta`: store-wide values (`max_interval_ns`: the longest interval stored, which
 ///   bounds the raw rows a period's edges must read).
 /// - `imports`: SHA-256 of every file imported, so the same file is not imported twice.
+/// - `folded_raw`: the `folded_points` count of points the agent's spool folded, so a
+///   report reads it by time instead of scanning every point's fields; and an index of
+///   `gap` rows for the report's gap list.
 const MIGRATION_2: &str = r#"
 ALTER TABLE points ADD COLUMN ingested_ns INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE model_energy_raw ADD COLUMN gpu_s REAL NOT NULL DEFAULT 0;
@@ -142,6 +145,14 @@ INSERT INTO meta (key, value)
     SELECT MAX(interval_s) AS m FROM gpu_raw UNION ALL SELECT MAX(interval_s) FROM model_energy_raw
     UNION ALL SELECT MAX(interval_s) FROM model_usage_raw UNION ALL SELECT MAX(interval_s) FROM host_energy_raw);
 CREATE TABLE imports (sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, points INTEGER NOT NULL, imported_ns INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE folded_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL, folded_points INTEGER NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+INSERT INTO folded_raw (ts, series_id, folded_points)
+  SELECT ts, series_id, CAST(json_extract(fields, '$.folded_points') AS INTEGER) FROM points
+  WHERE instr(fields, '"folded_points"') > 0;
+CREATE INDEX gpu_raw_gaps ON gpu_raw (ts) WHERE source = 'gap';
 "#;
 
 /// Brings the database to the latest schema version, one transaction per step.

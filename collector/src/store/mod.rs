@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use inferwatt_core::lineproto::{FieldValue, Point};
 use rusqlite::{params, Connection, OptionalExtension};
 
-pub use query::{GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow};
+pub use query::{GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow, YEAR_GRAIN};
 pub use retention::RetentionOutcome;
 
 /// Why the store failed.
@@ -191,6 +191,7 @@ impl Store {
                 }
                 outcome.written += 1;
                 rollup::insert_typed(&tx, series_id, ts, t, gpu_s[index])?;
+                rollup::insert_folded(&tx, series_id, ts, p)?;
             }
             if outcome.written > 0 {
                 tx.execute(
@@ -228,17 +229,40 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// The earliest and latest stored timestamps, if any point is stored.
+    /// The earliest and latest stored times, if anything is stored: over the raw points
+    /// and the hourly rollups (which keep data the raw retention pruned, and the start of
+    /// intervals spread back from their end). A rollup bucket `b` counts as `b + 1` and
+    /// `b + 1 h`. Each bound is its own `MIN`/`MAX` query, so SQLite answers it from an
+    /// index without a scan.
     pub fn time_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
         let conn = self.lock()?;
-        let row: (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT MIN(ts), MAX(ts) FROM points", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok(match row {
-            (Some(a), Some(b)) => Some((a, b)),
-            _ => None,
-        })
+        let mut lo: Option<i64> = conn.query_row("SELECT MIN(ts) FROM points", [], |r| r.get(0))?;
+        let mut hi: Option<i64> = conn.query_row("SELECT MAX(ts) FROM points", [], |r| r.get(0))?;
+        for table in [
+            "gpu_rollup",
+            "model_energy_rollup",
+            "model_usage_rollup",
+            "host_energy_rollup",
+        ] {
+            let a: Option<i64> = conn.query_row(
+                &format!("SELECT MIN(bucket) FROM {table} WHERE level = 3600"),
+                [],
+                |r| r.get(0),
+            )?;
+            let b: Option<i64> = conn.query_row(
+                &format!("SELECT MAX(bucket) FROM {table} WHERE level = 3600"),
+                [],
+                |r| r.get(0),
+            )?;
+            if let Some(a) = a {
+                lo = Some(lo.map_or(a + 1, |l| l.min(a + 1)));
+            }
+            if let Some(b) = b {
+                let end = b.saturating_add(HOUR_NS);
+                hi = Some(hi.map_or(end, |h| h.max(end)));
+            }
+        }
+        Ok(lo.zip(hi))
     }
 
     /// The earlier import of a file with this SHA-256 (hex), if any.

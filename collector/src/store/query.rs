@@ -132,7 +132,10 @@ pub struct SiteRow {
 }
 
 /// Sums (and point count) per (series id, group key, bucket start).
-type Sums = HashMap<(i64, String, i64), (Vec<f64>, i64)>;
+type Sums = HashMap<(i64, String, i64), ([f64; MAX_COLS], i64)>;
+
+/// Most summed columns of a [`Table`] (sums are fixed arrays, not one allocation each).
+const MAX_COLS: usize = 5;
 
 /// One typed measurement as the queries read it: its raw and rollup tables, the column
 /// read as the group key (`''` for none) and the summed columns.
@@ -168,6 +171,23 @@ pub(crate) const HOST_T: Table = Table {
     cols: &["cpu_j", "dram_j", "interval_s"],
 };
 
+/// The grain of calendar years (UTC): buckets start on 1 January, as many days long as
+/// the year. Reports whose factors only change with the year read it.
+pub const YEAR_GRAIN: i64 = i64::MAX;
+
+/// The start (ns) of the calendar year holding `ns`.
+fn year_start_ns(ns: i64) -> i64 {
+    use inferwatt_core::factors::{year_of, year_start_unix_s};
+    year_start_unix_s(year_of(ns.div_euclid(1_000_000_000))).saturating_mul(1_000_000_000)
+}
+
+/// The start (ns) of the calendar year after the one holding `ns`.
+fn next_year_start_ns(ns: i64) -> i64 {
+    use inferwatt_core::factors::{year_of, year_start_unix_s};
+    year_start_unix_s(year_of(ns.div_euclid(1_000_000_000)).saturating_add(1))
+        .saturating_mul(1_000_000_000)
+}
+
 /// The longest interval stored, ns: raw rows ending up to this long after a period can
 /// still overlap it.
 fn max_interval_ns(conn: &Connection) -> Result<i64, StoreError> {
@@ -183,9 +203,9 @@ fn max_interval_ns(conn: &Connection) -> Result<i64, StoreError> {
 
 /// Sums per (series, key, bucket) of the part of every stored interval inside
 /// `(from, to]`. `grain_ns` is the width of the output buckets: 0 sums the whole period
-/// into bucket 0; [`DAY_NS`] and [`HOUR_NS`] read whole buckets from the rollups (days and
-/// hours, or hours only) and the ragged edges from raw rows; a finer grain (minutes) reads
-/// raw rows only. Raw rows are clipped to the piece read and split over the output buckets
+/// into bucket 0 and [`YEAR_GRAIN`] into calendar years (both summed in SQL); [`DAY_NS`]
+/// and [`HOUR_NS`] read whole buckets from the rollups (days and hours, or hours only);
+/// ragged edges come from raw rows; a finer grain (minutes) reads raw rows only. Raw rows are clipped to the piece read and split over the output buckets
 /// pro rata to time, as the rollups were when stored — so any grain sums to the same
 /// totals, and a sum over a period holds exactly the energy of the time it covers.
 pub(crate) fn bucket_sums(
@@ -196,7 +216,7 @@ pub(crate) fn bucket_sums(
     grain_ns: i64,
 ) -> Result<Sums, StoreError> {
     let cols = t.cols.join(", ");
-    let n = t.cols.len();
+    let n = t.cols.len().min(MAX_COLS);
     let mut acc: Sums = HashMap::new();
     let levels: &[(i64, i64)] = if grain_ns == 0 || grain_ns >= DAY_NS {
         &LEVELS
@@ -205,18 +225,59 @@ pub(crate) fn bucket_sums(
     } else {
         &[]
     };
-    let out_bucket = |b: i64| {
-        if grain_ns == 0 {
-            0
-        } else {
-            b.div_euclid(grain_ns) * grain_ns
-        }
+    let out_bucket = |b: i64| match grain_ns {
+        0 => 0,
+        YEAR_GRAIN => year_start_ns(b),
+        g => b.div_euclid(g) * g,
     };
+    // Totals and calendar years sum in SQL (one row per series and piece); finer grains
+    // read every bucket row.
+    let aggregate = grain_ns == 0 || grain_ns == YEAR_GRAIN;
     let max_iv = max_interval_ns(conn)?;
     let mut segs = Vec::new();
     split(from, to, levels, &mut segs);
     for seg in segs {
         match seg {
+            Segment::Rollup { level, lo, hi } if aggregate => {
+                let sums = t
+                    .cols
+                    .iter()
+                    .map(|c| format!("SUM({c})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT series_id, {key}, {sums}, SUM(points) FROM {table}
+                     WHERE level = ?1 AND bucket >= ?2 AND bucket < ?3 GROUP BY series_id, {key}",
+                    key = t.key,
+                    table = t.rollup
+                ))?;
+                // Pieces of the segment within one calendar year (one piece for totals).
+                let mut pieces = Vec::new();
+                let mut a = lo;
+                while a < hi {
+                    let b = if grain_ns == YEAR_GRAIN {
+                        next_year_start_ns(a).min(hi)
+                    } else {
+                        hi
+                    };
+                    pieces.push((a, b));
+                    a = b;
+                }
+                for (a, b) in pieces {
+                    let mut rows = stmt.query(params![level, a, b])?;
+                    while let Some(r) = rows.next()? {
+                        let id: i64 = r.get(0)?;
+                        let key: String = r.get(1)?;
+                        let e = acc
+                            .entry((id, key, out_bucket(a)))
+                            .or_insert(([0.0; MAX_COLS], 0));
+                        for (i, v) in e.0.iter_mut().enumerate().take(n) {
+                            *v += r.get::<_, Option<f64>>(2 + i)?.unwrap_or(0.0);
+                        }
+                        e.1 += r.get::<_, Option<i64>>(2 + n)?.unwrap_or(0);
+                    }
+                }
+            }
             Segment::Rollup { level, lo, hi } => {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT series_id, {key}, bucket, {cols}, points FROM {table}
@@ -231,8 +292,8 @@ pub(crate) fn bucket_sums(
                     let b: i64 = r.get(2)?;
                     let e = acc
                         .entry((id, key, out_bucket(b)))
-                        .or_insert_with(|| (vec![0.0; n], 0));
-                    for (i, v) in e.0.iter_mut().enumerate() {
+                        .or_insert(([0.0; MAX_COLS], 0));
+                    for (i, v) in e.0.iter_mut().enumerate().take(n) {
                         *v += r.get::<_, f64>(3 + i)?;
                     }
                     e.1 += r.get::<_, i64>(3 + n)?;
@@ -264,7 +325,7 @@ pub(crate) fn bucket_sums(
                         vec![(out_bucket(ts - 1), 1.0)]
                     } else {
                         let (a, b) = (start.max(lo), end.min(hi));
-                        let width = if grain_ns == 0 {
+                        let width = if grain_ns == 0 || grain_ns == YEAR_GRAIN {
                             i64::MAX / 4
                         } else {
                             grain_ns
@@ -279,8 +340,8 @@ pub(crate) fn bucket_sums(
                     for (k, (bk, frac)) in pieces.into_iter().enumerate() {
                         let e = acc
                             .entry((id, key.clone(), bk))
-                            .or_insert_with(|| (vec![0.0; n], 0));
-                        for (i, v) in e.0.iter_mut().enumerate() {
+                            .or_insert(([0.0; MAX_COLS], 0));
+                        for (i, v) in e.0.iter_mut().enumerate().take(n) {
                             *v += vals[i] * frac;
                         }
                         e.1 += i64::from(counted && k == last);
@@ -293,7 +354,7 @@ pub(crate) fn bucket_sums(
 }
 
 /// Sums (and point count) per (series id, group key) over a whole period.
-type PeriodSums = HashMap<(i64, String), (Vec<f64>, i64)>;
+type PeriodSums = HashMap<(i64, String), ([f64; MAX_COLS], i64)>;
 
 /// Period totals per (series id, key): [`bucket_sums`] with grain 0.
 fn sum_segments(
@@ -588,6 +649,32 @@ impl<'c> TagCache<'c> {
     }
 }
 
+/// Maps series ids to the index of their key (`key_of` their tag columns) in a list of
+/// distinct keys, sorted, so series that differ only in other tags fold together and
+/// rows sort by integers.
+fn canonical<K: Ord + Clone>(
+    cache: &mut TagCache<'_>,
+    ids: impl Iterator<Item = i64>,
+    key_of: impl Fn(&[String; 8]) -> K,
+) -> Result<(HashMap<i64, usize>, Vec<K>), StoreError> {
+    let mut ids: Vec<i64> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut by_key: std::collections::BTreeMap<K, Vec<i64>> = std::collections::BTreeMap::new();
+    for id in ids {
+        by_key.entry(key_of(cache.get(id)?)).or_default().push(id);
+    }
+    let mut canon = HashMap::new();
+    let mut keys = Vec::with_capacity(by_key.len());
+    for (i, (k, ids)) in by_key.into_iter().enumerate() {
+        for id in ids {
+            canon.insert(id, i);
+        }
+        keys.push(k);
+    }
+    Ok((canon, keys))
+}
+
 impl Store {
     /// `model_energy` sums per (site, host, gpu_uuid, model, server, bucket of `grain_ns`)
     /// over `(from_ns, to_ns]` (see [`bucket_sums`] for the grains), sorted by those keys.
@@ -599,69 +686,47 @@ impl Store {
     ) -> Result<Vec<BucketModelEnergyRow>, StoreError> {
         let conn = self.lock()?;
         let acc = bucket_sums(&conn, &MODEL_T, from_ns, to_ns, grain_ns)?;
+        // Two series of one (GPU, model, server) (other tags) fold into one row: each
+        // series maps to the index of its (site, host, gpu_uuid, model, server), and rows
+        // are summed and sorted by (that index, bucket) — integers, not strings.
         let mut cache = TagCache::new(&conn);
-        let mut out = Vec::with_capacity(acc.len());
+        let (canon, keys) = canonical(&mut cache, acc.keys().map(|k| k.0), |t| {
+            [
+                t[0].clone(),
+                t[1].clone(),
+                t[2].clone(),
+                t[4].clone(),
+                t[5].clone(),
+            ]
+        })?;
+        let mut folded: HashMap<(usize, i64), [f64; 5]> = HashMap::with_capacity(acc.len());
         for ((id, _, bucket), (v, _)) in acc {
-            let [site, host, gpu_uuid, _, model, server, ..] = cache.get(id)?;
-            out.push(BucketModelEnergyRow {
-                site: site.clone(),
-                host: host.clone(),
-                gpu_uuid: gpu_uuid.clone(),
-                model: model.clone(),
-                server: server.clone(),
-                bucket_ns: bucket,
-                active_j: v[0],
-                idle_j: v[1],
-                host_j: v[2],
-                interval_s: v[3],
-                gpu_s: v[4],
-            });
-        }
-        // Two series of one (GPU, model, server) (other tags) fold into one row.
-        out.sort_by(|a, b| {
-            (
-                &a.site,
-                &a.host,
-                &a.gpu_uuid,
-                &a.model,
-                &a.server,
-                a.bucket_ns,
-            )
-                .cmp(&(
-                    &b.site,
-                    &b.host,
-                    &b.gpu_uuid,
-                    &b.model,
-                    &b.server,
-                    b.bucket_ns,
-                ))
-        });
-        out.dedup_by(|b, a| {
-            let same = (
-                &a.site,
-                &a.host,
-                &a.gpu_uuid,
-                &a.model,
-                &a.server,
-                a.bucket_ns,
-            ) == (
-                &b.site,
-                &b.host,
-                &b.gpu_uuid,
-                &b.model,
-                &b.server,
-                b.bucket_ns,
-            );
-            if same {
-                a.active_j += b.active_j;
-                a.idle_j += b.idle_j;
-                a.host_j += b.host_j;
-                a.interval_s += b.interval_s;
-                a.gpu_s += b.gpu_s;
+            let e = folded.entry((canon[&id], bucket)).or_default();
+            for (x, y) in e.iter_mut().zip(&v) {
+                *x += y;
             }
-            same
-        });
-        Ok(out)
+        }
+        let mut rows: Vec<((usize, i64), [f64; 5])> = folded.into_iter().collect();
+        rows.sort_unstable_by_key(|(k, _)| *k);
+        Ok(rows
+            .into_iter()
+            .map(|((k, bucket), v)| {
+                let [site, host, gpu_uuid, model, server] = &keys[k];
+                BucketModelEnergyRow {
+                    site: site.clone(),
+                    host: host.clone(),
+                    gpu_uuid: gpu_uuid.clone(),
+                    model: model.clone(),
+                    server: server.clone(),
+                    bucket_ns: bucket,
+                    active_j: v[0],
+                    idle_j: v[1],
+                    host_j: v[2],
+                    interval_s: v[3],
+                    gpu_s: v[4],
+                }
+            })
+            .collect())
     }
 
     /// `gpu` sums per (site, host, gpu_uuid, bucket), every `source` together, sorted. Two
@@ -845,8 +910,7 @@ impl Store {
     pub fn sum_folded_points(&self, from_ns: i64, to_ns: i64) -> Result<u64, StoreError> {
         let conn = self.lock()?;
         let n: Option<i64> = conn.query_row(
-            "SELECT SUM(json_extract(fields, '$.folded_points')) FROM points
-             WHERE ts > ?1 AND ts <= ?2 AND instr(fields, '\"folded_points\"') > 0",
+            "SELECT SUM(folded_points) FROM folded_raw WHERE ts > ?1 AND ts <= ?2",
             params![from_ns, to_ns],
             |r| r.get(0),
         )?;

@@ -48,6 +48,7 @@ impl Store {
                 "model_usage_raw",
                 "host_energy_raw",
                 "site_raw",
+                "folded_raw",
             ] {
                 tx.execute(
                     &format!(

@@ -108,21 +108,13 @@ fn text(p: &Point, key: &str) -> Result<String, String> {
     }
 }
 
-/// Reads a point's typed content; an error names the field and what it must be. A missing
-/// numeric field counts as 0 (a missing `source` as `unknown`).
+/// Checks a point against `inferwatt_core::validate`'s bounds and reads its typed
+/// content; an error names the field and what it must be. A missing numeric field counts
+/// as 0 (a missing `source` as `unknown`).
 pub fn classify(p: &Point) -> Result<Typed, String> {
+    inferwatt_core::validate::check_point(p).map_err(|r| r.0)?;
     let f = |k: &str| float(p, k).map(|v| v.unwrap_or(0.0));
-    let interval = || -> Result<f64, String> {
-        let v = f("interval_s")?;
-        if (0.0..=MAX_INTERVAL_S).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!(
-                "field 'interval_s' of '{}' must be between 0 and {MAX_INTERVAL_S} seconds (366 days), got {v}",
-                p.measurement
-            ))
-        }
-    };
+    let interval = || f("interval_s");
     Ok(match p.measurement.as_str() {
         schema::GPU => Typed::Gpu {
             source: text(p, "source")?,
@@ -175,9 +167,9 @@ pub fn classify(p: &Point) -> Result<Typed, String> {
     })
 }
 
-/// The longest interval a point may cover: 366 days. Longer ones are refused (they are
-/// not measurements, and spreading one would write a bucket row per hour it claims).
-pub const MAX_INTERVAL_S: f64 = 366.0 * 86_400.0;
+/// The longest interval a point may cover (366 days, `inferwatt_core::validate`): longer
+/// ones are refused, and spreading one would write a bucket row per hour it claims.
+pub use inferwatt_core::validate::MAX_INTERVAL_S;
 
 /// The interval `(ts - interval, ts]` of a point, in ns (0 for an instant).
 pub fn interval_ns(interval_s: f64) -> i64 {
@@ -485,6 +477,26 @@ pub fn insert_typed(
     Ok(())
 }
 
+/// Records the `folded_points` count of a newly inserted point folded by the agent's
+/// spool (a non-negative integer field; other values are not a fold count and ignored).
+pub fn insert_folded(
+    tx: &Transaction<'_>,
+    series_id: i64,
+    ts: i64,
+    p: &Point,
+) -> Result<(), StoreError> {
+    let n = match p.field_value("folded_points") {
+        Some(FieldValue::Int(i)) if *i > 0 => *i,
+        Some(FieldValue::UInt(u)) => i64::try_from(*u).unwrap_or(i64::MAX),
+        _ => return Ok(()),
+    };
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO folded_raw (ts, series_id, folded_points) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![ts, series_id, n])?;
+    Ok(())
+}
+
 /// A point spread over `n` buckets counts once, in the bucket of its end (the last part).
 fn point_mark(i: usize, n: usize) -> i64 {
     i64::from(i + 1 == n)
@@ -505,9 +517,15 @@ mod tests {
 
     #[test]
     fn wrong_field_types_are_named() {
-        let p = Point::new("gpu").string("energy_j", "x").at(1);
+        let p = Point::new("gpu")
+            .string("energy_j", "x")
+            .float("interval_s", 1.0)
+            .at(1);
         assert!(classify(&p).expect_err("refused").contains("'energy_j'"));
-        let p = Point::new("model_usage").float("requests", 1.5).at(1);
+        let p = Point::new("model_usage")
+            .float("requests", 1.5)
+            .float("interval_s", 1.0)
+            .at(1);
         assert!(classify(&p).expect_err("refused").contains("'requests'"));
         let p = Point::new("other").string("energy_j", "x").at(1);
         assert_eq!(classify(&p), Ok(Typed::Other));

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::indicators::{self, ComputeOptions, GroupBy, Indicators, ReportInput};
 use crate::reporting::{self, FactorsChoice, ReportRequest, ReportingError};
-use crate::store::{Store, HOUR_NS};
+use crate::store::{Store, DAY_NS, HOUR_NS};
 
 /// The series schema identifier.
 pub const SERIES_SCHEMA: &str = "inferwatt.series/v1";
@@ -108,9 +108,10 @@ pub struct SeriesLine {
     pub water_l: Vec<f64>,
 }
 
-/// Computes the series of `input` with `factors` (resolved over the same input).
+/// Computes the series of `input` with `factors` (resolved over the same input); the
+/// input's rows move into their buckets.
 pub fn compute_series(
-    input: &ReportInput,
+    mut input: ReportInput,
     factors: &crate::factors_file::ResolvedFactors,
     step_s: i64,
     group: SeriesGroup,
@@ -129,10 +130,10 @@ pub fn compute_series(
     let n = usize::try_from(buckets).unwrap_or(0);
 
     let mut rows: Vec<Vec<indicators::EnergyRow>> = vec![Vec::new(); n];
-    for r in &input.energy {
+    for r in std::mem::take(&mut input.energy) {
         let i = (r.hour_start_ns - start).div_euclid(step_ns);
         if let Some(b) = usize::try_from(i).ok().and_then(|i| rows.get_mut(i)) {
-            b.push(r.clone());
+            b.push(r);
         }
     }
     let opts = ComputeOptions {
@@ -211,13 +212,13 @@ pub fn compute_series(
     })
 }
 
-/// The bucket width rows are read in for a step: the report's grain (days, or hours when
-/// a factor changes within a day) when it divides the step, hours when they do, else
-/// minutes (raw rows only, so minute steps show the raw retention's recent data).
+/// The bucket width rows are read in for a step: days when they divide it and no factor
+/// changes within a day, hours when they divide it, else minutes (raw rows only, so
+/// minute steps show the raw retention's recent data).
 pub fn grain_for(step_s: i64, report_grain_ns: i64) -> i64 {
     let step_ns = step_s.saturating_mul(1_000_000_000);
-    if step_ns % report_grain_ns == 0 {
-        report_grain_ns
+    if step_ns % DAY_NS == 0 && report_grain_ns != HOUR_NS {
+        DAY_NS
     } else if step_ns % HOUR_NS == 0 {
         HOUR_NS
     } else {
@@ -249,7 +250,7 @@ pub fn build_series(
         .file
         .resolve(&input, &factors.name, &factors.base_dir)
         .map_err(ReportingError::from)?;
-    compute_series(&input, &resolved, req.step_s, req.group)
+    compute_series(input, &resolved, req.step_s, req.group)
 }
 
 #[cfg(test)]

@@ -302,6 +302,11 @@ pub fn year_of(unix_s: i64) -> i32 {
     i32::try_from(year).unwrap_or(if year < 0 { i32::MIN } else { i32::MAX })
 }
 
+/// Unix seconds of `year`-01-01T00:00:00Z (proleptic Gregorian).
+pub fn year_start_unix_s(year: i32) -> i64 {
+    days_from_civil(i64::from(year), 1, 1) * 86_400
+}
+
 /// Days from 1970-01-01 to a proleptic Gregorian date (era-based civil-date arithmetic).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -441,6 +446,8 @@ mod tests {
         assert_eq!(year_of(1_735_689_600), 2025);
         assert_eq!(year_of(951_782_400), 2000); // 2000-02-29
         assert_eq!(year_of(-1), 1969);
+        assert_eq!(year_start_unix_s(2024), 1_704_067_200);
+        assert_eq!(year_start_unix_s(1970), 0);
     }
 
     #[test]

@@ -1,8 +1,7 @@
-//! The HTTP surface: [`AppState`] and [`app`], the router (`POST /api/v2/write`,
-//! `GET /api/v1/report`, `GET /healthz`, `GET /metrics`), with one middleware that counts
-//! every answer by status and logs each error once.
-
-use std::sync::Arc;
+//! The router: [`app`] (`POST /api/v2/write`, `GET /api/v1/report`, the web page's
+//! routes, `GET /healthz`, `GET /metrics`), with one middleware that counts every answer
+//! by status and logs each error once. The shared [`AppState`] and the one error type
+//! live in [`crate::http`], below every handler.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -16,86 +15,12 @@ use std::collections::HashMap;
 use axum::extract::Query;
 use axum::http::HeaderMap;
 
-use inferwatt_ship::ShipHandle;
+pub use crate::http::error::{ApiError, ErrorMessage};
+pub use crate::http::state::AppState;
 
-use crate::config::{AuthMode, Config};
-use crate::ingest::auth::AuthError;
-use crate::ingest::{self, auth::Authenticator, ErrorMessage};
-use crate::metrics::Metrics;
+use crate::ingest;
 use crate::report::Format;
-use crate::reporting::{self, FactorsChoice, ReportRequest, ReportingError};
-use crate::store::Store;
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub auth: Arc<Authenticator>,
-    pub metrics: Arc<Metrics>,
-    /// `[forward]`: the spool accepted points are enqueued to after their write commits.
-    pub forward: Option<ShipHandle>,
-}
-
-impl AppState {
-    /// Read access to reports and series: a valid token when `report_auth` asks for one.
-    pub fn authorize_read(&self, authorization: Option<&str>) -> Result<(), (StatusCode, String)> {
-        if !self.config.report_needs_token() {
-            return Ok(());
-        }
-        self.auth
-            .authenticate(authorization, &self.store)
-            .map(|_| ())
-            .map_err(|e| match e {
-                AuthError::Missing | AuthError::Unknown => {
-                    (StatusCode::UNAUTHORIZED, e.to_string())
-                }
-                e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            })
-    }
-
-    /// The factors reports use: the config's `[factors]`, else the built-in defaults.
-    pub fn factors_choice(&self) -> FactorsChoice {
-        match &self.config.factors {
-            Some(f) => FactorsChoice::from_config(f.clone(), &self.config.base_dir),
-            None => FactorsChoice::builtin(),
-        }
-    }
-    /// State over an opened store; logs loudly when authentication is off.
-    pub fn new(config: Config, store: Arc<Store>) -> AppState {
-        if config.auth == AuthMode::None {
-            tracing::warn!(
-                listen = %config.listen,
-                "AUTHENTICATION IS OFF (auth = \"none\"): anyone who can reach this address can write any site's data; use it for loopback demos only"
-            );
-        }
-        AppState {
-            auth: Arc::new(Authenticator::new(&config)),
-            config: Arc::new(config),
-            store,
-            metrics: Arc::new(Metrics::default()),
-            forward: None,
-        }
-    }
-
-    /// This state, forwarding accepted points through `handle` (see `[forward]`).
-    pub fn with_forward(mut self, handle: ShipHandle) -> AppState {
-        self.forward = Some(handle);
-        self
-    }
-
-    /// Enqueues the points of a committed write for forwarding (blocking: the spool
-    /// fsyncs). Duplicates are forwarded again, which InfluxDB and VictoriaMetrics store
-    /// once. A spool failure is logged, not answered: the points are already stored here.
-    pub fn forward_points(&self, points: &[inferwatt_core::lineproto::Point]) {
-        let Some(handle) = &self.forward else {
-            return;
-        };
-        if let Err(e) = handle.enqueue(points) {
-            tracing::error!(points = points.len(), error = %e, "cannot spool points for forwarding; they are stored here but will not be forwarded");
-        }
-    }
-}
+use crate::reporting::{self, ReportRequest, ReportingError};
 
 /// The collector's router.
 pub fn app(state: AppState) -> Router {
@@ -151,20 +76,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// An error answer of `GET /api/v1/report`: `{"code","message"}` like the write API's.
-fn report_error(status: StatusCode, message: String) -> Response {
-    let code = match status {
-        StatusCode::BAD_REQUEST => "invalid",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not found",
-        _ => "internal error",
-    };
-    let body = serde_json::json!({ "code": code, "message": message });
-    let mut resp = (status, axum::Json(body)).into_response();
-    resp.extensions_mut().insert(ErrorMessage(message));
-    resp
-}
-
 /// The request of `GET /api/v1/report`'s query string: `from`, `to` (RFC 3339 UTC or Unix
 /// seconds; default: the stored data's edges), `group`, `format` (json default, csv,
 /// md/markdown, html) and `min_count`.
@@ -202,26 +113,17 @@ async fn report(
 ) -> Response {
     let (req, format) = match report_query(&query) {
         Ok(r) => r,
-        Err(e) => return report_error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return ApiError::Invalid(e.to_string()).into_response(),
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let s = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         s.authorize_read(authorization.as_deref())?;
         let factors = s.factors_choice();
-        reporting::render_report(&s.store, &req, &factors, format).map_err(|e| {
-            let status = match &e {
-                ReportingError::NoData => StatusCode::NOT_FOUND,
-                ReportingError::Store(_)
-                | ReportingError::Factors(_)
-                | ReportingError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            (status, e.to_string())
-        })
+        Ok(reporting::render_report(&s.store, &req, &factors, format)?)
     })
     .await;
     match result {
@@ -230,10 +132,7 @@ async fn report(
             body,
         )
             .into_response(),
-        Ok(Err((status, msg))) => report_error(status, msg),
-        Err(e) => report_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("report task failed: {e}"),
-        ),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::Internal(format!("report task failed: {e}")).into_response(),
     }
 }

@@ -21,112 +21,15 @@ use inferwatt_core::footprint::{
 use inferwatt_core::units::j_to_kwh;
 use serde::Serialize;
 
-use crate::factors_file::{ReportFactor, ResolvedFactors};
+use crate::factors::{ReportFactor, ResolvedFactors};
+pub use crate::input::{
+    EnergyRow, GapRow, GpuSourceRow, HostPolicy, Period, ReportInput, SiteRow, UsageRow,
+};
 
 /// The report schema identifier.
 pub const REPORT_SCHEMA: &str = "inferwatt.report/v1";
 /// Reserved model names that always appear as rows (never dropped).
 pub const RESERVED_MODELS: [&str; 2] = ["_idle", "_unattributed"];
-
-/// A period, nanoseconds since the Unix epoch, `[from_ns, to_ns)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    pub from_ns: i64,
-    pub to_ns: i64,
-}
-
-/// Energy of one model on one GPU during one hour.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EnergyRow {
-    pub site: String,
-    pub host: String,
-    pub gpu_uuid: String,
-    pub gpu_name: String,
-    pub model: String,
-    pub server: String,
-    /// Start of the hour (rows are hourly so an hourly intensity can apply).
-    pub hour_start_ns: i64,
-    pub active_j: f64,
-    pub idle_j: f64,
-    pub host_j: f64,
-    /// This model's share of the GPU's time in the hour: Σ interval_s × (row energy /
-    /// GPU energy) over the hour's intervals (or the store's best equivalent). Drives
-    /// GPU-hours and embodied emissions.
-    pub gpu_seconds: f64,
-}
-
-/// Inference-server usage of one model during one hour.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageRow {
-    pub site: String,
-    pub model: String,
-    pub server: String,
-    pub hour_start_ns: i64,
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
-/// GPU energy and seconds of a site by measurement path (`counter`, `integrated`, `gap`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuSourceRow {
-    pub site: String,
-    pub source: String,
-    pub energy_j: f64,
-    pub seconds: f64,
-}
-
-/// A site as the agents report it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SiteRow {
-    pub site: String,
-    pub country: String,
-    pub zone: String,
-    pub pue: f64,
-    pub wue_l_per_kwh: f64,
-}
-
-/// A span where a GPU was not measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GapRow {
-    pub site: String,
-    pub host: String,
-    pub gpu_uuid: String,
-    pub from_ns: i64,
-    pub to_ns: i64,
-    pub energy_j: f64,
-}
-
-/// The idle policy a host's unassigned energy was charged by, and where it came from
-/// (`agent`, or the factors file when the agent did not report one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostPolicy {
-    pub site: String,
-    pub host: String,
-    pub policy: String,
-    pub from: String,
-}
-
-/// Everything the store provides for a period.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportInput {
-    pub period: Period,
-    pub energy: Vec<EnergyRow>,
-    pub usage: Vec<UsageRow>,
-    pub sources: Vec<GpuSourceRow>,
-    pub sites: Vec<SiteRow>,
-    pub gaps: Vec<GapRow>,
-    pub folded_points: u64,
-    /// Per host, the idle policy its unassigned host energy was charged by.
-    pub idle_policies: Vec<HostPolicy>,
-    /// Width of the rows' buckets (ns): an hourly intensity series applies as its
-    /// time-weighted mean over each bucket.
-    pub grain_ns: i64,
-    /// Findings about the input the report's warnings carry.
-    pub notes: Vec<String>,
-    /// sha256 the store computes over the raw rows of the period.
-    pub input_digest: String,
-}
 
 /// Which breakdowns a report carries. An empty selection means all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -768,44 +671,5 @@ fn idle_policy_summary(input: &ReportInput, fallback: &str) -> String {
     }
 }
 
-/// RFC 3339 UTC time of `ns` since the Unix epoch: `2024-01-01T00:00:00Z`, with a
-/// nanosecond fraction only when it is not zero.
-pub fn rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    if nanos == 0 {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-    } else {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{nanos:09}Z")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_704_067_200_000_000_000), "2024-01-01T00:00:00Z");
-        // 2024-02-29T12:34:56.5Z (leap day).
-        assert_eq!(
-            rfc3339(1_709_210_096_500_000_000),
-            "2024-02-29T12:34:56.500000000Z"
-        );
-        assert_eq!(rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
-    }
-}
+/// RFC 3339 UTC time of `ns` (`inferwatt_core::time::rfc3339`).
+pub use inferwatt_core::time::rfc3339;

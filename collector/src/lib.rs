@@ -2,15 +2,23 @@
 //!
 //! - [`ingest`]: the InfluxDB v2 write API, tokens, `import`.
 //! - [`store`]: SQLite with migrations, typed tables, rollups and retention.
-//! - [`api`]: the router ([`api::app`]) and its shared state.
+//! - The report path, bottom up: [`input`] (a period's rows out of the store),
+//!   [`factors_file`] (the factors file format) and [`factors`] (resolution), then
+//!   [`indicators`] (the computed report), [`report`] (formats) and [`reporting`]
+//!   (store → input → factors → indicators → bytes, for the CLI and the API).
+//! - [`api`]: the router ([`api::app`]); [`http`]: the state and error type every handler
+//!   shares.
 //! - [`server`]: binding, TLS, graceful shutdown.
 //! - [`config`], [`metrics`]: the configuration file and the collector's own metrics.
 
 pub mod api;
 pub mod config;
+pub mod factors;
 pub mod factors_file;
+pub mod http;
 pub mod indicators;
 pub mod ingest;
+pub mod input;
 pub mod metrics;
 pub mod report;
 pub mod reporting;

@@ -49,6 +49,8 @@ pub enum ReportingError {
     Render(#[from] ReportError),
     #[error("{key} '{value}' is not a time; give RFC 3339 UTC like '2026-11-28T00:00:00Z' or Unix seconds like '1795824000'")]
     BadTime { key: &'static str, value: String },
+    #[error("{key} '{value}' is outside the times data can have; give a time from 1970-01-01T00:00:00Z to 2199-12-31T23:59:59Z")]
+    TimeOutOfRange { key: &'static str, value: String },
     #[error("group '{0}' is not known; use a comma-separated list of: model, site, country")]
     BadGroup(String),
     #[error("the period from '{from}' to '{to}' is empty; 'to' must be after 'from'")]
@@ -535,77 +537,20 @@ pub fn input_digest(input: &ReportInput) -> String {
 }
 
 /// Parses a time given as RFC 3339 UTC (`2026-11-28T00:00:00Z`, optional fraction, `Z` or
-/// `+00:00`) or as Unix seconds (`1795824000`); `key` names the option in errors.
+/// `+00:00`) or as Unix seconds (`1795824000`), between 1970 and 2200
+/// (`inferwatt_core::time::parse_time_arg`); `key` names the option in errors.
 pub fn parse_time(value: &str, key: &'static str) -> Result<i64, ReportingError> {
-    let bad = || ReportingError::BadTime {
-        key,
-        value: value.to_owned(),
-    };
-    let v = value.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v
-            .parse::<i64>()
-            .ok()
-            .and_then(|s| s.checked_mul(1_000_000_000))
-            .ok_or_else(bad);
-    }
-    let body = v
-        .strip_suffix('Z')
-        .or_else(|| v.strip_suffix('z'))
-        .or_else(|| v.strip_suffix("+00:00"))
-        .ok_or_else(bad)?;
-    let (date, time) = body
-        .split_once('T')
-        .or_else(|| body.split_once('t'))
-        .or_else(|| body.split_once(' '))
-        .ok_or_else(bad)?;
-    let num = |s: &str, len: usize| -> Option<i64> {
-        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let mut d = date.split('-');
-    let (y, mo, da) = match (d.next(), d.next(), d.next(), d.next()) {
-        (Some(y), Some(m), Some(dd), None) => (num(y, 4), num(m, 2), num(dd, 2)),
-        _ => return Err(bad()),
-    };
-    let (y, mo, da) = (y.ok_or_else(bad)?, mo.ok_or_else(bad)?, da.ok_or_else(bad)?);
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, f)) => (a, Some(f)),
-        None => (time, None),
-    };
-    let mut t = hms.split(':');
-    let (h, mi, s) = match (t.next(), t.next(), t.next(), t.next()) {
-        (Some(h), Some(m), Some(s), None) => (num(h, 2), num(m, 2), num(s, 2)),
-        _ => return Err(bad()),
-    };
-    let (h, mi, s) = (h.ok_or_else(bad)?, mi.ok_or_else(bad)?, s.ok_or_else(bad)?);
-    let days_in_month = match mo {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if da < 1 || da > days_in_month || h > 23 || mi > 59 || s > 59 {
-        return Err(bad());
-    }
-    let nanos = match frac {
-        None => 0,
-        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            f.parse::<i64>().map_err(|_| bad())? * 10_i64.pow(9 - f.len() as u32)
-        }
-        Some(_) => return Err(bad()),
-    };
-    // Days since 1970-01-01 (proleptic Gregorian).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000_000) + nanos)
+    use inferwatt_core::time::{parse_time_arg, TimeArgError};
+    parse_time_arg(value).map_err(|e| match e {
+        TimeArgError::NotATime => ReportingError::BadTime {
+            key,
+            value: value.to_owned(),
+        },
+        TimeArgError::OutOfRange => ReportingError::TimeOutOfRange {
+            key,
+            value: value.to_owned(),
+        },
+    })
 }
 
 /// Parses `--group`/`group=`: a comma-separated list of `model`, `site`, `country`

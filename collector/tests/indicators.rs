@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use inferwatt_collector::factors_file::{FactorsFile, ResolvedFactors};
+use inferwatt_collector::factors::ResolvedFactors;
+use inferwatt_collector::factors_file::FactorsFile;
 use inferwatt_collector::indicators::{
     compute, compute_with, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, Indicators,
     Period, Report, ReportInput, SiteRow, UsageRow,

@@ -72,7 +72,7 @@ fn resolve_in(
     inp: &ReportInput,
 ) -> (
     tempfile::TempDir,
-    Result<inferwatt_collector::factors_file::ResolvedFactors, String>,
+    Result<inferwatt_collector::factors::ResolvedFactors, String>,
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pue.csv"), csv).expect("write csv");

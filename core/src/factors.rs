@@ -12,13 +12,12 @@
 pub mod grid;
 pub mod hourly;
 
+pub use crate::time::{parse_iso8601_utc, year_of, year_start_unix_s};
 pub use grid::{
     builtin_attributions, check_builtin_tables, country_intensity, grid_intensity,
     normalize_country, zone_country, zone_intensity, GridIntensity,
 };
-pub use hourly::{
-    parse_hourly_csv, parse_iso8601_utc, year_of, year_start_unix_s, HourlyIntensity,
-};
+pub use hourly::{parse_hourly_csv, HourlyIntensity};
 
 /// Why a factor table or factor file is not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -59,6 +59,8 @@ pub enum CsvImportError {
         found: usize,
         want: usize,
     },
+    #[error("line {line}: {problem}")]
+    Quote { line: usize, problem: String },
     #[error("the file is empty; expected a header line")]
     Empty,
 }
@@ -70,25 +72,12 @@ pub enum CsvFormat {
     NvidiaSmi,
 }
 
-/// Splits one CSV line (RFC 4180 quotes, no embedded newlines).
-fn split_line(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter().map(|f| f.trim().to_owned()).collect()
+/// One line's cells, trimmed (`inferwatt_core::csv::split_line`); `line` names it in
+/// the error of an unclosed quote.
+fn split_line(line: &str, n: usize) -> Result<Vec<String>, CsvImportError> {
+    inferwatt_core::csv::split_line(line)
+        .map(|cells| cells.into_iter().map(|f| f.trim().to_owned()).collect())
+        .map_err(|problem| CsvImportError::Quote { line: n, problem })
 }
 
 /// Header and records with their line numbers.
@@ -100,11 +89,11 @@ fn table(text: &str) -> Result<Table, CsvImportError> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
         .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or(CsvImportError::Empty)?;
-    let header = split_line(header.trim_start_matches('\u{feff}'));
+    let (hn, header) = lines.next().ok_or(CsvImportError::Empty)?;
+    let header = split_line(header.trim_start_matches('\u{feff}'), hn)?;
     let mut rows = Vec::new();
     for (n, l) in lines {
-        let f = split_line(l);
+        let f = split_line(l, n)?;
         if f.len() != header.len() {
             return Err(CsvImportError::FieldCount {
                 line: n,
@@ -183,7 +172,7 @@ pub fn codecarbon_points(text: &str, site: &str, host: &str) -> Result<Vec<Point
         } else {
             format!("{stamp}Z")
         };
-        let end_ns = crate::reporting::parse_time(&with_tz, "timestamp").map_err(|_| {
+        let end_ns = inferwatt_core::time::parse_time_arg(&with_tz).map_err(|_| {
             CsvImportError::BadValue {
                 line: *n,
                 column: "timestamp".into(),
@@ -329,13 +318,11 @@ type Sample = (i64, f64, String, String, usize);
 /// `2024/01/15 10:00:00.123` (nvidia-smi, UTC assumed) → ns.
 fn smi_time(line: usize, v: &str) -> Result<i64, CsvImportError> {
     let iso = v.replacen('/', "-", 2).replacen(' ', "T", 1);
-    crate::reporting::parse_time(&format!("{iso}Z"), "timestamp").map_err(|_| {
-        CsvImportError::BadValue {
-            line,
-            column: "timestamp".into(),
-            value: v.to_owned(),
-            problem: "is not an nvidia-smi time like 2024/01/15 10:00:00.123",
-        }
+    inferwatt_core::time::parse_time_arg(&format!("{iso}Z")).map_err(|_| CsvImportError::BadValue {
+        line,
+        column: "timestamp".into(),
+        value: v.to_owned(),
+        problem: "is not an nvidia-smi time like 2024/01/15 10:00:00.123",
     })
 }
 
@@ -456,6 +443,11 @@ mod tests {
 
     #[test]
     fn quoted_fields_split() {
-        assert_eq!(split_line(r#"a,"b,c","d""e""#), vec!["a", "b,c", "d\"e"]);
+        assert_eq!(
+            split_line(r#"a, "b,c" ,"d""e""#, 1).expect("cells"),
+            vec!["a", "b,c", "d\"e"]
+        );
+        let e = split_line(r#"a,"b"#, 7).expect_err("unclosed").to_string();
+        assert!(e.starts_with("line 7:"), "{e}");
     }
 }

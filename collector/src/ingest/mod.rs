@@ -3,8 +3,6 @@
 //! authenticated, read under the size cap, decoded, checked against the token's binding
 //! and stored in one transaction; 204 is sent only after the commit.
 
-pub mod auth;
-pub mod body;
 pub mod csv_import;
 pub mod import;
 
@@ -13,86 +11,14 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use inferwatt_core::lineproto::{self, Precision};
 
-use crate::api::AppState;
+pub use crate::http::error::{ApiError, ErrorMessage};
+use crate::http::state::AppState;
+pub use crate::http::{auth, body};
 use crate::store::{Store, StoreError, WriteOutcome};
 use auth::{AuthError, Binding};
 use body::BodyError;
-
-/// An error answered to a writer, with its HTTP status and InfluxDB error code.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: a malformed line or point; the message starts with `line N:`.
-    #[error("{0}")]
-    Invalid(String),
-    /// 401
-    #[error(transparent)]
-    Unauthorized(AuthError),
-    /// 403: the token may not write a point's site/host.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 413, 415 or 400 from reading the body.
-    #[error(transparent)]
-    Body(#[from] BodyError),
-    /// 500
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// The message of an error response, left in the response's extensions for the logging
-/// middleware (so each error is logged once, with its status).
-#[derive(Debug, Clone)]
-pub struct ErrorMessage(pub String);
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(AuthError::Missing | AuthError::Unknown) => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::Unauthorized(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Body(BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            ApiError::Body(BodyError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Body(BodyError::BadGzip(_) | BodyError::Read(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// InfluxDB's error code for the status.
-    pub fn code(&self) -> &'static str {
-        match self.status() {
-            StatusCode::BAD_REQUEST => "invalid",
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            StatusCode::FORBIDDEN => "forbidden",
-            StatusCode::PAYLOAD_TOO_LARGE => "request too large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
-            _ => "internal error",
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = self.to_string();
-        let body = serde_json::json!({ "code": self.code(), "message": message });
-        let mut resp = (self.status(), Json(body)).into_response();
-        resp.extensions_mut().insert(ErrorMessage(message));
-        resp
-    }
-}
 
 /// The 1-based line number of each point of a body: lines that are neither blank nor
 /// `#` comments, in order.

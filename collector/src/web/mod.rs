@@ -15,14 +15,14 @@ pub mod series;
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::api::AppState;
-use crate::ingest::ErrorMessage;
-use crate::reporting::{self, ReportingError};
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::reporting;
 use series::{SeriesError, SeriesGroup, SeriesRequest};
 
 const INDEX_HTML: &str = include_str!("index.html");
@@ -79,27 +79,11 @@ async fn index() -> Response {
 async fn asset(Path(file): Path<String>) -> Response {
     match asset_body(&file) {
         Some((ct, body)) => (page_headers(ct), body).into_response(),
-        None => {
-            let msg = format!("no asset '{file}'; the page's assets are app.js and style.css");
-            let mut resp = (StatusCode::NOT_FOUND, format!("{msg}\n")).into_response();
-            resp.extensions_mut().insert(ErrorMessage(msg));
-            resp
-        }
+        None => ApiError::NotFound(format!(
+            "no asset '{file}'; the page's assets are app.js and style.css"
+        ))
+        .into_response(),
     }
-}
-
-/// An error answer in the API's `{"code","message"}` shape.
-fn error(status: StatusCode, message: String) -> Response {
-    let code = match status {
-        StatusCode::BAD_REQUEST => "invalid",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not found",
-        _ => "internal error",
-    };
-    let body = serde_json::json!({ "code": code, "message": message });
-    let mut resp = (status, axum::Json(body)).into_response();
-    resp.extensions_mut().insert(ErrorMessage(message));
-    resp
 }
 
 fn series_request(q: &HashMap<String, String>) -> Result<SeriesRequest, SeriesError> {
@@ -127,36 +111,25 @@ async fn series_handler(
 ) -> Response {
     let req = match series_request(&query) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return ApiError::Invalid(e.to_string()).into_response(),
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let s = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = tokio::task::spawn_blocking(move || -> Result<series::Series, ApiError> {
         s.authorize_read(authorization.as_deref())?;
         let factors = s.factors_choice();
-        series::build_series(&s.store, &req, &factors).map_err(|e| {
-            let status = match &e {
-                SeriesError::Reporting(ReportingError::NoData) => StatusCode::NOT_FOUND,
-                SeriesError::Reporting(
-                    ReportingError::Store(_)
-                    | ReportingError::Factors(_)
-                    | ReportingError::Render(_),
-                ) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            (status, e.to_string())
+        series::build_series(&s.store, &req, &factors).map_err(|e| match e {
+            SeriesError::Reporting(r) => ApiError::from(r),
+            e => ApiError::Invalid(e.to_string()),
         })
     })
     .await;
     match result {
         Ok(Ok(series)) => axum::Json(series).into_response(),
-        Ok(Err((status, msg))) => error(status, msg),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("series task failed: {e}"),
-        ),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::Internal(format!("series task failed: {e}")).into_response(),
     }
 }

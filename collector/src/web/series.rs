@@ -112,7 +112,7 @@ pub struct SeriesLine {
 /// input's rows move into their buckets.
 pub fn compute_series(
     mut input: ReportInput,
-    factors: &crate::factors_file::ResolvedFactors,
+    factors: &crate::factors::ResolvedFactors,
     step_s: i64,
     group: SeriesGroup,
 ) -> Result<Series, SeriesError> {

@@ -470,3 +470,27 @@ async fn resent_point_with_another_value_is_ignored_and_counted() {
         "{metrics}"
     );
 }
+
+/// Last year's data over the write API with the default config (35 days of raw
+/// retention): stored and in the rollups, never refused for its age; sent again, counted
+/// as duplicates, not twice.
+#[tokio::test]
+async fn old_data_is_stored_and_deduplicated() {
+    let f = fixture();
+    let old = 1_717_200_000_000_000_000; // 2024-06-01T00:00:00Z
+    let (status, body) = post(&f, lines("h1", 10, old)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = post(&f, lines("h1", 10, old)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(f.state.store.count_points().expect("count"), 10);
+    let rows = f
+        .state
+        .store
+        .sum_model_energy(old - 3_600_000_000_000, old + 3_600_000_000_000)
+        .expect("query");
+    let active: f64 = rows.iter().map(|r| r.active_j).sum();
+    assert!(
+        (active - (0..10).map(|i| i as f64 + 0.5).sum::<f64>()).abs() < 1e-9,
+        "{active}"
+    );
+}

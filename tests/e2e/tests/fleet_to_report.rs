@@ -4,8 +4,10 @@
 //! killed with SIGKILL and restarted: what the collector stores
 //! equals what the agent measured (0 J lost, 0 J doubled), per-GPU energy matches the
 //! simulator's ground truth, per-model energy in the report matches ground truth
-//! within 2%, the agent's downtime is `_unattributed`, and every indicator equals an
-//! independent computation from the factors.
+//! within 2%, the agent's downtime is `_unattributed`, every joule of host energy the
+//! agent read from RAPL (a powercap tree the test advances at a known power) reaches the
+//! report's totals (models' shares + the resident remainder), and every indicator equals
+//! an independent computation from the factors.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +25,41 @@ const PUE: f64 = 1.2;
 const WUE: f64 = 0.5;
 const EWIF: f64 = 3.1;
 const INTENSITY: f64 = 350.0;
+
+/// A powercap tree like `/sys/class/powercap` (package zone and its DRAM subzone) whose
+/// counters a thread advances at `package_w` and `dram_w` until the returned flag is
+/// cleared; written through a rename, so a reader never sees half a number.
+fn fake_powercap(
+    root: &Path,
+    package_w: f64,
+    dram_w: f64,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pkg = root.join("intel-rapl:0");
+    let dram = root.join("intel-rapl:0:0");
+    for (dir, name) in [(&pkg, "package-0"), (&dram, "dram")] {
+        std::fs::create_dir_all(dir).expect("powercap dir");
+        std::fs::write(dir.join("name"), format!("{name}\n")).expect("name");
+        std::fs::write(dir.join("max_energy_range_uj"), "262143328850\n").expect("range");
+        std::fs::write(dir.join("energy_uj"), "0\n").expect("energy");
+    }
+    let run = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = run.clone();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while flag.load(Ordering::Relaxed) {
+            let t = start.elapsed().as_secs_f64();
+            for (dir, w) in [(&pkg, package_w), (&dram, dram_w)] {
+                let tmp = dir.join("energy_uj.tmp");
+                if std::fs::write(&tmp, format!("{}\n", (w * t * 1e6) as u64)).is_ok() {
+                    let _ = std::fs::rename(&tmp, dir.join("energy_uj"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    run
+}
 
 fn field(p: &Point, k: &str) -> f64 {
     p.field_f64(k).unwrap_or(0.0)
@@ -55,17 +92,20 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     let fleet = Fleet::start(root, epoch, 120.0, 30.0);
     let sim = Scenario::from_json(&fleet.scenario.to_string()).expect("scenario");
     let lp = root.join("intervals.lp");
+    let powercap = root.join("powercap");
+    let rapl = fake_powercap(&powercap, 120.0, 15.0);
     let agent_config = root.join("agent.toml");
     std::fs::write(
         &agent_config,
         format!(
             "[site]\nname = \"{site}\"\nhost = \"{host}\"\ncountry = \"DE\"\nzone = \"DE\"\npue = {PUE}\nwue_l_per_kwh = {WUE}\n\
-             [nvml]\nlibrary = \"{lib}\"\n[prometheus]\nenabled = false\n[server_metrics]\ninterval_s = 1.0\n[host]\nrapl = false\n\
+             [nvml]\nlibrary = \"{lib}\"\n[prometheus]\nenabled = false\n[server_metrics]\ninterval_s = 1.0\n[host]\nrapl = true\npowercap_root = \"{powercap}\"\n\
              [state]\ndir = \"{state}\"\n[file]\npath = \"{lp}\"\n\
              [ship]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"{token}\"\nflush_interval_s = 0.5\nbackoff_max_s = 3.0\n",
             lib = harness::sim_library().display(),
             state = root.join("state").display(),
             lp = lp.display(),
+            powercap = powercap.display(),
         ),
     )
     .expect("agent config");
@@ -203,6 +243,12 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     let mut output_tokens: BTreeMap<String, f64> = BTreeMap::new();
     let mut requests: BTreeMap<String, f64> = BTreeMap::new();
     let mut agent_model_j: BTreeMap<String, f64> = BTreeMap::new();
+    let mut agent_model_host_j = 0.0;
+    let rapl_j: f64 = points
+        .iter()
+        .filter(|p| p.measurement == "host_energy")
+        .map(|p| field(p, "cpu_j") + field(p, "dram_j"))
+        .sum();
     for p in &points {
         let model = p.tag_value("model").unwrap_or_default().to_string();
         match p.measurement.as_str() {
@@ -212,7 +258,8 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
             }
             "model_energy" => {
                 *agent_model_j.entry(model).or_default() +=
-                    field(p, "active_j") + field(p, "idle_j") + field(p, "host_j");
+                    field(p, "active_j") + field(p, "idle_j");
+                agent_model_host_j += field(p, "host_j");
             }
             _ => {}
         }
@@ -234,8 +281,12 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
             (got_j - want_j).abs() / want_j < 0.02,
             "{model}: report {got_j} J vs truth {want_j} J"
         );
-        // The report carries exactly what the agent attributed.
-        assert!((it * 3.6e6 - agent_model_j[*model]).abs() <= 1e-6 * agent_model_j[*model]);
+        // The report carries exactly the GPU energy the agent attributed.
+        assert!(
+            (got_j - agent_model_j[*model]).abs() <= 1e-6 * agent_model_j[*model],
+            "{model}: report {got_j} J vs agent {} J",
+            agent_model_j[*model]
+        );
 
         // Every indicator, recomputed here from the factors.
         let close = |got: &Value, want: f64, what: &str| {
@@ -302,5 +353,31 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
         (got_j - gap_j).abs() <= 1e-6 * gap_j,
         "_unattributed {got_j} J vs downtime {gap_j} J"
     );
+
+    // Host energy: everything RAPL measured (135 W here) is in the report's total, the
+    // agent's per-model shares plus the remainder charged to the models (resident).
+    rapl.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(rapl_j > 0.0, "the agent read the powercap counters");
+    assert!(
+        agent_model_host_j < rapl_j,
+        "the agent gave models part of it"
+    );
+    let total_host = report["totals"]["energy_kwh"]["host"]
+        .as_f64()
+        .expect("host")
+        * 3.6e6;
+    assert!(
+        (total_host - rapl_j).abs() <= 1e-6 * rapl_j,
+        "report host {total_host} J vs RAPL {rapl_j} J"
+    );
+    let models_host: f64 = by_model
+        .iter()
+        .map(|r| r["energy_kwh"]["host"].as_f64().unwrap_or(0.0) * 3.6e6)
+        .sum();
+    assert!(
+        (models_host - rapl_j).abs() <= 1e-6 * rapl_j,
+        "models' host {models_host} J vs RAPL {rapl_j} J"
+    );
+    assert_eq!(report["methodology"]["idle_policy"], "resident");
     drop(fleet);
 }

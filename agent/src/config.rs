@@ -285,14 +285,21 @@ impl Config {
         if site.name.is_empty() {
             return Err(bad("site.name", "must not be empty".into()));
         }
-        if !(site.pue.is_finite() && (1.0..=5.0).contains(&site.pue)) {
+        // The collector's bounds (`inferwatt_core::validate`): a value outside them would
+        // make it refuse every batch carrying the site point.
+        let (lo, hi) = inferwatt_core::validate::PUE_RANGE;
+        if !(site.pue.is_finite() && (lo..=hi).contains(&site.pue)) {
             return Err(bad(
                 "site.pue",
-                format!("'{}' is not a PUE between 1.0 and 5.0", site.pue),
+                format!("'{}' is not a PUE between {lo} and {hi}", site.pue),
             ));
         }
         for (key, v, max) in [
-            ("site.wue_l_per_kwh", site.wue_l_per_kwh, 20.0),
+            (
+                "site.wue_l_per_kwh",
+                site.wue_l_per_kwh,
+                inferwatt_core::validate::MAX_WUE,
+            ),
             ("site.ewif_l_per_kwh", site.ewif_l_per_kwh, 100.0),
         ] {
             if !(v.is_finite() && (0.0..=max).contains(&v)) {

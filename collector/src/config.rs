@@ -54,6 +54,11 @@ pub struct Config {
     /// Largest accepted write body, in bytes, both as sent and after gzip decompression.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Write requests decoded and stored at once; more are answered 429 with
+    /// `Retry-After`. Memory for writes stays under about this many × 5 × `max_body_bytes`
+    /// (the body, its decompressed copy and the decoded points).
+    #[serde(default = "default_max_concurrent_writes")]
+    pub max_concurrent_writes: usize,
     /// `token` (default) or `none` (loopback demos only; logged loudly).
     #[serde(default)]
     pub auth: AuthMode,
@@ -135,6 +140,9 @@ fn default_db_path() -> PathBuf {
 fn default_max_body_bytes() -> u64 {
     32 * 1024 * 1024
 }
+fn default_max_concurrent_writes() -> usize {
+    4
+}
 fn default_raw_retention_days() -> u32 {
     35
 }
@@ -148,6 +156,7 @@ impl Default for Config {
             listen: default_listen(),
             db_path: default_db_path(),
             max_body_bytes: default_max_body_bytes(),
+            max_concurrent_writes: default_max_concurrent_writes(),
             auth: AuthMode::default(),
             raw_retention_days: default_raw_retention_days(),
             rollup_retention_days: 0,
@@ -171,6 +180,8 @@ listen = "127.0.0.1:8086"
 db_path = "./inferwatt.db"
 # Largest write body in bytes, as sent and after gzip decompression.
 max_body_bytes = 33554432
+# Write requests decoded and stored at once; more get 429 and Retry-After.
+max_concurrent_writes = 4
 # "token" or "none" (loopback only, for demos).
 auth = "token"
 # Days raw points are kept (0 = forever), by timestamp and by ingest time; data of any
@@ -245,6 +256,13 @@ impl Config {
                 key: "max_body_bytes",
                 value: self.max_body_bytes.to_string(),
                 fix: "use at least 1024 (the default is 33554432, 32 MiB)",
+            });
+        }
+        if self.max_concurrent_writes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_concurrent_writes",
+                value: "0".into(),
+                fix: "use at least 1 (the default is 4)",
             });
         }
         if self.auth == AuthMode::None && !self.listen.ip().is_loopback() {

@@ -511,12 +511,35 @@ impl<'a> Ctx<'a> {
             let mut last = None;
             for data_year in years {
                 let want = fixed.unwrap_or(data_year);
-                let g = lookup(want).ok_or_else(|| FactorsFileError::UnknownZone {
-                    file: self.file.to_owned(),
-                    site: site.to_owned(),
-                    zone: zone.clone(),
-                    country: country.clone(),
-                })?;
+                let Some(g) = lookup(want) else {
+                    // A zone or country the file set is the file's mistake: an error. One
+                    // the agent reported (or left empty) is not: the site's emissions are
+                    // unknown (null), the rest of the report stands, and it says so.
+                    if self.pick(|s| s.zone.clone()).is_some()
+                        || self.pick(|s| s.country.clone()).is_some()
+                    {
+                        return Err(FactorsFileError::UnknownZone {
+                            file: self.file.to_owned(),
+                            site: site.to_owned(),
+                            zone: zone.clone(),
+                            country: country.clone(),
+                        });
+                    }
+                    push(ReportFactor::new(
+                        site,
+                        "grid_intensity",
+                        f64::NAN,
+                        "gCO2e/kWh",
+                        format!("unknown: grid zone '{zone}' and country '{country}' are not in the built-in tables; set 'sites.{site}.intensity_g_per_kwh', 'zone' or 'country'"),
+                    ));
+                    out_warning(
+                        &mut out.warnings,
+                        format!("site '{site}': grid zone '{zone}' and country '{country}' are not in the built-in intensity tables, so its emissions are unknown (null) and left out of every total; set 'sites.{site}.intensity_g_per_kwh', or a known 'zone' or 'country' in the factors file (or the agent's [site])"),
+                    );
+                    grid_by_year.insert(data_year, f64::NAN);
+                    last = Some(f64::NAN);
+                    continue;
+                };
                 let mut rf = ReportFactor::from_core(site, g.to_factor());
                 rf.source = if g.year == data_year {
                     format!("{} (for data of {data_year})", rf.source)
@@ -592,7 +615,13 @@ impl<'a> Ctx<'a> {
             .or(residual.as_ref())
             .map(|(_, k)| k.clone())
             .unwrap_or_else(|| format!("sites.{site}"));
-        market.validate(&market_key).map_err(|e| {
+        // An unknown grid (NaN) is not the market inputs' fault: validate without it.
+        MarketInputs {
+            grid_average_g_per_kwh: if grid.is_nan() { 0.0 } else { grid },
+            ..market
+        }
+        .validate(&market_key)
+        .map_err(|e| {
             let key = match &e {
                 footprint::FootprintError::Negative { key, .. }
                 | footprint::FootprintError::ShareOutOfRange { key, .. } => key.clone(),

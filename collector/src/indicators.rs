@@ -263,10 +263,16 @@ struct Acc {
     requests: u64,
     input_tokens: u64,
     output_tokens: u64,
+    /// Facility energy of sites whose grid intensity (location) or market inputs are
+    /// unknown: left out of the emission sums.
+    location_unknown_kwh: f64,
+    market_unknown_kwh: f64,
 }
 
 impl Acc {
     fn add(&mut self, o: &Acc) {
+        self.location_unknown_kwh += o.location_unknown_kwh;
+        self.market_unknown_kwh += o.market_unknown_kwh;
         self.gpu_seconds += o.gpu_seconds;
         self.active_kwh += o.active_kwh;
         self.idle_kwh += o.idle_kwh;
@@ -289,6 +295,20 @@ impl Acc {
         let water_ml = (self.onsite_l + self.offsite_l) * 1000.0;
         let accel_wh = (self.active_kwh + self.idle_kwh) * 1000.0;
         let full_wh = self.facility_kwh * 1000.0;
+        // Emissions of a group whose energy all sits at sites of unknown grid are unknown
+        // (NaN, `null` in JSON); a group with some known energy sums the known part (the
+        // report's warnings name the sites left out).
+        let unknown = |u: f64| u > 0.0 && u >= self.facility_kwh * (1.0 - 1e-12);
+        let loc_g = if unknown(self.location_unknown_kwh) {
+            f64::NAN
+        } else {
+            self.location_g
+        };
+        let mkt_g = if unknown(self.market_unknown_kwh) {
+            f64::NAN
+        } else {
+            self.market_g
+        };
         Indicators {
             gpu_hours: self.gpu_seconds / 3600.0,
             energy_kwh: EnergyKwh {
@@ -299,8 +319,8 @@ impl Acc {
                 facility: self.facility_kwh,
             },
             emissions_kgco2e: EmissionsKg {
-                location: self.location_g / 1000.0,
-                market: self.market_g / 1000.0,
+                location: loc_g / 1000.0,
+                market: mkt_g / 1000.0,
                 embodied: self.embodied_g / 1000.0,
             },
             water_l: WaterL {
@@ -313,15 +333,15 @@ impl Acc {
             per_1k_output_tokens: Per1kOutputTokens {
                 energy_wh_accelerator: per_1k(accel_wh, out),
                 energy_wh_full: per_1k(full_wh, out),
-                emissions_gco2e: per_1k(self.location_g, out),
+                emissions_gco2e: per_1k(loc_g, out),
                 water_ml: per_1k(water_ml, out),
             },
             per_request: PerRequest {
                 energy_wh_full: per_unit(full_wh, req),
-                emissions_gco2e: per_unit(self.location_g, req),
+                emissions_gco2e: per_unit(loc_g, req),
                 water_ml: per_unit(water_ml, req),
             },
-            sci_gco2e_per_1k_tokens: per_1k(self.location_g + self.embodied_g, out),
+            sci_gco2e_per_1k_tokens: per_1k(loc_g + self.embodied_g, out),
         }
     }
 }
@@ -412,6 +432,15 @@ pub fn compute_with(
                     s.intensity_over(r.hour_start_ns, bucket_ns),
                 );
                 a.market_g = market_emissions_g(a.facility_kwh, &s.market).grams;
+                // An unknown grid (NaN): that energy's emissions are unknown, not 0.
+                if !a.location_g.is_finite() {
+                    a.location_unknown_kwh = a.facility_kwh;
+                    a.location_g = 0.0;
+                }
+                if !a.market_g.is_finite() {
+                    a.market_unknown_kwh = a.facility_kwh;
+                    a.market_g = 0.0;
+                }
                 let w = water_l(a.it_kwh, pue, wue, s.ewif_l_per_kwh);
                 a.onsite_l = w.onsite_l;
                 a.offsite_l = w.offsite_l;

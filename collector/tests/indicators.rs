@@ -454,10 +454,11 @@ fn resolve_err(text: &str, inp: &ReportInput) -> String {
 
 #[test]
 fn unknown_zone_and_country_name_site_zone_and_fix() {
-    let mut inp = input();
-    inp.sites[1].zone = "XX-NOWHERE".into();
-    inp.sites[1].country = "ZZZ".into();
-    let e = resolve_err("", &inp);
+    // Set in the factors file: the file's mistake, an error naming it.
+    let e = resolve_err(
+        "[sites.virginia]\nzone = \"XX-NOWHERE\"\ncountry = \"ZZZ\"\n",
+        &input(),
+    );
     for want in [
         "bad.toml",
         "virginia",
@@ -467,6 +468,47 @@ fn unknown_zone_and_country_name_site_zone_and_fix() {
     ] {
         assert!(e.contains(want), "{want} missing from: {e}");
     }
+    // Reported by an agent: that site's emissions are null, with a warning naming the
+    // site, zone and fix; the other site and every energy figure stand.
+    let mut inp = input();
+    inp.sites[1].zone = "XX-NOWHERE".into();
+    inp.sites[1].country = "ZZZ".into();
+    let f = resolve("", &inp);
+    let w = f.warnings.join("\n");
+    for want in [
+        "virginia",
+        "XX-NOWHERE",
+        "ZZZ",
+        "intensity_g_per_kwh",
+        "null",
+    ] {
+        assert!(w.contains(want), "{want} missing from: {w}");
+    }
+    let r = compute(&inp, &f, &[]);
+    let site = |name: &str| {
+        r.by_site
+            .iter()
+            .find(|s| s.site == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let v = site("virginia");
+    assert!(v.indicators.emissions_kgco2e.location.is_nan());
+    assert!(v.indicators.energy_kwh.facility > 0.0);
+    let p = site("paris");
+    assert!(p.indicators.emissions_kgco2e.location > 0.0);
+    close(
+        r.totals.emissions_kgco2e.location,
+        p.indicators.emissions_kgco2e.location,
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    let vj = json["by_site"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .find(|s| s["site"] == "virginia")
+        .expect("virginia")
+        .clone();
+    assert!(vj["emissions_kgco2e"]["location"].is_null(), "{vj}");
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 413, 415 or 400 from reading the body.
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// 429: more writes in progress than `max_concurrent_writes`; retry after a second.
+    #[error("{0}")]
+    Busy(String),
     /// 404: nothing to answer with (no data for a report, an unknown asset).
     #[error("{0}")]
     NotFound(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Body(BodyError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Body(BodyError::BadGzip(_) | BodyError::Read(_)) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -68,6 +72,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "request too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
             StatusCode::NOT_FOUND => "not found",
+            StatusCode::TOO_MANY_REQUESTS => "too many requests",
             _ => "internal error",
         }
     }
@@ -84,6 +89,12 @@ impl IntoResponse for ApiError {
         let message = self.to_string();
         let body = serde_json::json!({ "code": self.code(), "message": message });
         let mut resp = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         resp.extensions_mut().insert(ErrorMessage(message));
         resp
     }

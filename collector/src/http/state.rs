@@ -22,6 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `[forward]`: the spool accepted points are enqueued to after their write commits.
     pub forward: Option<ShipHandle>,
+    /// Permits for writes in progress (`max_concurrent_writes`).
+    pub write_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -54,12 +56,14 @@ impl AppState {
                 "AUTHENTICATION IS OFF (auth = \"none\"): anyone who can reach this address can write any site's data; use it for loopback demos only"
             );
         }
+        let permits = config.max_concurrent_writes.max(1);
         AppState {
             auth: Arc::new(Authenticator::new(&config)),
             config: Arc::new(config),
             store,
             metrics: Arc::new(Metrics::default()),
             forward: None,
+            write_permits: Arc::new(tokio::sync::Semaphore::new(permits)),
         }
     }
 

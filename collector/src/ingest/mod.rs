@@ -20,17 +20,32 @@ use crate::store::{Store, StoreError, WriteOutcome};
 use auth::{AuthError, Binding};
 use body::BodyError;
 
-/// The 1-based line number of each point of a body: lines that are neither blank nor
-/// `#` comments, in order.
-pub fn point_lines(body: &[u8]) -> Vec<usize> {
-    body.split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| {
-            let t = l.trim_ascii();
-            !t.is_empty() && !t.starts_with(b"#")
-        })
-        .map(|(i, _)| i + 1)
-        .collect()
+/// Most distinct series one request may write: a batch of one agent interval holds a few
+/// dozen, a day of imported history a few thousand.
+pub const MAX_SERIES_PER_REQUEST: usize = 100_000;
+
+/// Decodes a body with the 1-based line each point starts on (a string field may hold a
+/// newline, so lines are the decoder's, not a re-split of the body).
+pub fn decode_with_lines(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+) -> Result<(Vec<lineproto::Point>, Vec<usize>), ApiError> {
+    let mut decoder = lineproto::Decoder::new(body, precision, now_ns);
+    let (mut points, mut lines) = (Vec::new(), Vec::new());
+    while let Some(p) = decoder.next() {
+        points.push(p.map_err(|e| ApiError::Invalid(e.to_string()))?);
+        lines.push(decoder.point_line());
+    }
+    let mut series = std::collections::HashSet::new();
+    for (p, line) in points.iter().zip(&lines) {
+        if series.insert(p.series_key()) && series.len() > MAX_SERIES_PER_REQUEST {
+            return Err(ApiError::Invalid(format!(
+                "line {line}: the request writes more than {MAX_SERIES_PER_REQUEST} series, the limit per request; split it"
+            )));
+        }
+    }
+    Ok((points, lines))
 }
 
 fn line_of(lines: &[usize], index: usize) -> String {
@@ -84,10 +99,9 @@ pub fn ingest_points_with_progress(
     now_ns: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
-    let points =
-        lineproto::decode(body, precision, now_ns).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (points, lines) = decode_with_lines(body, precision, now_ns)?;
     if let Err(r) = auth::authorize(binding, &points) {
-        let msg = format!("{}: {}", line_of(&point_lines(body), r.index), r.reason);
+        let msg = format!("{}: {}", line_of(&lines, r.index), r.reason);
         return Err(if r.forbidden {
             ApiError::Forbidden(msg)
         } else {
@@ -98,7 +112,7 @@ pub fn ingest_points_with_progress(
         Ok(o) => Ok((o, points)),
         Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
             "{}: {reason}",
-            line_of(&point_lines(body), index)
+            line_of(&lines, index)
         ))),
         Err(e) => Err(e.into()),
     }
@@ -149,6 +163,14 @@ pub async fn write(
             .get(header::CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("<not ASCII>")),
     )?;
+    // Bounded work: at most `max_concurrent_writes` bodies are read, decoded and stored at
+    // once; a writer over it is told to retry (agents back off and keep their spool).
+    let Ok(_permit) = state.write_permits.clone().try_acquire_owned() else {
+        return Err(ApiError::Busy(format!(
+            "{} writes are in progress, the limit (max_concurrent_writes); retry in a second",
+            state.config.max_concurrent_writes
+        )));
+    };
     let raw = body::read_capped(body, limit).await?;
     state.metrics.add_bytes(raw.len() as u64);
     let s = state.clone();
@@ -179,9 +201,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn point_lines_skip_blanks_and_comments() {
-        let body = b"# c\na f=1\n\n  \nb f=2\r\n# x\nc f=3";
-        assert_eq!(point_lines(body), vec![2, 5, 7]);
+    fn point_lines_skip_blanks_comments_and_quoted_newlines() {
+        let body = b"# c\na f=1\n\n  \nb f=2\r\n# x\nc f=3\nd s=\"two\nlines\"\ne f=4";
+        let (_, lines) = decode_with_lines(body, Precision::Nanoseconds, 0).expect("decode");
+        assert_eq!(lines, vec![2, 5, 7, 8, 10]);
     }
 
     #[test]

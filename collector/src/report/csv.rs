@@ -36,6 +36,15 @@ pub const COLUMNS: [&str; 27] = [
     "input_digest",
 ];
 
+/// A value, or an empty cell when unknown (NaN: a site of unknown grid intensity).
+fn known(v: f64) -> String {
+    if v.is_nan() {
+        String::new()
+    } else {
+        v.to_string()
+    }
+}
+
 /// Quotes one field per RFC 4180 when it needs it.
 pub fn field(s: &str) -> String {
     if s.contains([',', '"', '\r', '\n']) {
@@ -72,8 +81,8 @@ fn row(group: &str, key: &str, country: &str, zone: &str, i: &Indicators, digest
         i.energy_kwh.host.to_string(),
         i.energy_kwh.it.to_string(),
         i.energy_kwh.facility.to_string(),
-        i.emissions_kgco2e.location.to_string(),
-        i.emissions_kgco2e.market.to_string(),
+        known(i.emissions_kgco2e.location),
+        known(i.emissions_kgco2e.market),
         i.emissions_kgco2e.embodied.to_string(),
         i.water_l.onsite.to_string(),
         i.water_l.offsite.to_string(),

@@ -59,6 +59,10 @@ pub(crate) fn num(v: f64) -> String {
     if v == 0.0 {
         return "0".to_owned();
     }
+    if v.is_nan() {
+        // Unknown (a site of unknown grid intensity): the JSON's null.
+        return "n/a".to_owned();
+    }
     if !v.is_finite() {
         return v.to_string();
     }

@@ -114,8 +114,15 @@ impl Store {
         })
     }
 
+    /// The connection. A panic while another caller held it cannot leave the store
+    /// unable to serve: an open transaction is rolled back when it is dropped during the
+    /// unwind, so the connection is as it was, and the lock is taken back (and logged).
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        Ok(self.conn.lock().unwrap_or_else(|poisoned| {
+            tracing::error!("a request panicked while it held the store; its transaction was rolled back and the store serves on");
+            self.conn.clear_poison();
+            poisoned.into_inner()
+        }))
     }
 
     /// Stores `points` in one transaction (all or nothing), deduplicating on (measurement,

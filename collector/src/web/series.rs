@@ -20,6 +20,9 @@ use crate::store::{Store, DAY_NS, HOUR_NS};
 pub const SERIES_SCHEMA: &str = "inferwatt.series/v1";
 /// Most buckets one answer may hold.
 pub const MAX_BUCKETS: i64 = 5_000;
+/// Widest bucket, seconds (ten years of 366 days): bucket arithmetic stays far from
+/// overflow.
+pub const MAX_STEP_S: i64 = 3_660 * 86_400;
 /// Default bucket width, seconds.
 pub const DEFAULT_STEP_S: i64 = 3_600;
 
@@ -28,7 +31,7 @@ pub const DEFAULT_STEP_S: i64 = 3_600;
 pub enum SeriesError {
     #[error(transparent)]
     Reporting(#[from] ReportingError),
-    #[error("step '{0}' is not a whole number of minutes; give step=60, 300, 3600, 86400, ...")]
+    #[error("step '{0}' is not a whole number of minutes up to ten years; give step=60, 300, 3600, 86400, ...")]
     BadStep(String),
     #[error("group '{0}' is not known for a series; use group=model or group=site")]
     BadGroup(String),
@@ -68,7 +71,7 @@ pub fn parse_step(value: &str) -> Result<i64, SeriesError> {
         return Ok(DEFAULT_STEP_S);
     }
     match v.parse::<i64>() {
-        Ok(s) if s >= 60 && s % 60 == 0 => Ok(s),
+        Ok(s) if (60..=MAX_STEP_S).contains(&s) && s % 60 == 0 => Ok(s),
         _ => Err(SeriesError::BadStep(value.to_owned())),
     }
 }
@@ -262,7 +265,7 @@ mod tests {
         assert_eq!(parse_step("").expect("default"), 3_600);
         assert_eq!(parse_step("86400").expect("day"), 86_400);
         assert_eq!(parse_step("60").expect("minute"), 60);
-        for bad in ["30", "90", "-3600", "0", "hour"] {
+        for bad in ["30", "90", "-3600", "0", "hour", "9223372036854774000"] {
             let e = parse_step(bad).expect_err(bad).to_string();
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }

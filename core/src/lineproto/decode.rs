@@ -17,9 +17,24 @@
 //! * a timestamp is scaled by the [`Precision`] with an overflow check; a point without
 //!   one gets the default time, truncated to the precision (as InfluxDB does).
 //!
-//! The decoder walks the body once, allocating only the strings the points own.
+//! The decoder walks the body once, allocating only the strings the points own, and
+//! refuses a point past the [limits](MAX_FIELDS) as soon as it crosses one, so a hostile
+//! body cannot make it hold more than one point's worth of them: at most
+//! `MAX_FIELDS × (MAX_KEY_BYTES + MAX_STRING_BYTES)` bytes of a point in progress.
 
 use super::{FieldValue, Point};
+
+/// Most tags a point may carry (the wire schema uses at most 7; influxdata's corpus has a
+/// point of 255).
+pub const MAX_TAGS: usize = 256;
+/// Most fields a point may carry (the wire schema uses at most 9).
+pub const MAX_FIELDS: usize = 256;
+/// Longest measurement name, tag key or field key, bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Longest tag value, bytes (model names run to about a hundred).
+pub const MAX_TAG_VALUE_BYTES: usize = 1024;
+/// Longest string field value, bytes.
+pub const MAX_STRING_BYTES: usize = 65_536;
 
 /// Timestamp precision of a write (`precision=` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +87,14 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// The first 40 characters of a (possibly huge) token, for an error message.
+fn prefix(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 /// Decodes a line-protocol body. Points without a timestamp get `default_time_ns`,
 /// truncated to a multiple of `precision`. The first malformed line fails the body.
 pub fn decode(
@@ -102,6 +125,8 @@ pub struct Decoder<'a> {
     /// Tag and field counts of the previous point: consecutive points usually share a
     /// shape, so they size the next point's vectors in one allocation each.
     shape: (usize, usize),
+    /// Line the current point started on.
+    point_line: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -116,12 +141,19 @@ impl<'a> Decoder<'a> {
             nanos_per_unit: unit,
             default_time_ns: truncate(default_time_ns, unit),
             shape: (0, 1),
+            point_line: 1,
         }
     }
 
     /// The 1-based line the decoder is on.
     pub fn line(&self) -> usize {
         self.line
+    }
+
+    /// The 1-based line the last point (or failed point) started on — right even when an
+    /// earlier point's string field held a newline.
+    pub fn point_line(&self) -> usize {
+        self.point_line
     }
 }
 
@@ -310,8 +342,22 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
+    /// A token over its length limit: the error names the limit.
+    fn check_len(&self, what: &str, token: &str, max: usize) -> Result<(), DecodeError> {
+        if token.len() > max {
+            Err(self.error(format!(
+                "{what} is {} bytes, more than the limit of {max}",
+                token.len()
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
     fn point(&mut self) -> Result<Point, DecodeError> {
+        self.point_line = self.line;
         let measurement = self.key(Kind::Measurement)?;
+        self.check_len("the measurement name", &measurement, MAX_KEY_BYTES)?;
         let mut tags: Vec<(String, String)> = Vec::with_capacity(self.shape.0);
         loop {
             match self.peek() {
@@ -332,6 +378,14 @@ impl<'a> Decoder<'a> {
                                 "tag '{key}' is not followed by ',' or ' '; a point needs at least one field"
                             )))
                         }
+                    }
+                    self.check_len(&format!("tag key '{}…'", prefix(&key)), &key, MAX_KEY_BYTES)?;
+                    self.check_len(&format!("the value of tag '{}'", prefix(&key)), &value, MAX_TAG_VALUE_BYTES)?;
+                    if tags.len() == MAX_TAGS {
+                        return Err(self.error(format!(
+                            "the point of '{}' has more than {MAX_TAGS} tags, the limit",
+                            prefix(&measurement)
+                        )));
                     }
                     tags.push((key, value));
                 }
@@ -358,8 +412,26 @@ impl<'a> Decoder<'a> {
         let mut fields: Vec<(String, FieldValue)> = Vec::with_capacity(self.shape.1);
         loop {
             let key = self.key(Kind::FieldKey)?;
+            self.check_len(
+                &format!("field key '{}…'", prefix(&key)),
+                &key,
+                MAX_KEY_BYTES,
+            )?;
             self.expect_equals(Kind::FieldKey, &key)?;
             let value = self.field_value(&key)?;
+            if let FieldValue::Str(v) = &value {
+                self.check_len(
+                    &format!("the value of field '{}'", prefix(&key)),
+                    v,
+                    MAX_STRING_BYTES,
+                )?;
+            }
+            if fields.len() == MAX_FIELDS {
+                return Err(self.error(format!(
+                    "the point of '{}' has more than {MAX_FIELDS} fields, the limit",
+                    prefix(&measurement)
+                )));
+            }
             fields.push((key, value));
             if self.peek() == Some(b',') {
                 self.pos += 1;

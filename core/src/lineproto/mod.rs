@@ -7,7 +7,7 @@
 
 pub mod decode;
 
-pub use decode::{decode, DecodeError, Precision};
+pub use decode::{decode, DecodeError, Decoder, Precision};
 
 use std::fmt::Write as _;
 

@@ -99,6 +99,57 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Pids of the live [`Proc`]s of this process, for [`stop_children_on_signal`].
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// On SIGTERM or SIGINT: sends SIGTERM to every live [`Proc`] (a signal skips `Drop`, so
+/// without this a stopped demo would leave its collector and servers running), waits up
+/// to 5 s for them, then exits with 128 + the signal's number.
+pub fn stop_children_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let code = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return None;
+            };
+            tokio::select! {
+                _ = term.recv() => Some(143),
+                _ = int.recv() => Some(130),
+            }
+        });
+        let Some(code) = code else { return };
+        let pids: Vec<u32> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && pids
+                .iter()
+                .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        std::process::exit(code);
+    });
+}
+
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Proc {
     pub child: Child,
@@ -111,6 +162,9 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(child.id());
+        }
         Proc {
             child,
             name: name.to_string(),
@@ -145,6 +199,10 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let pid = self.child.id();
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|p| *p != pid);
+        }
     }
 }
 

@@ -56,6 +56,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // Stopped with SIGTERM or Ctrl-C, the demo stops its collector, agent and servers.
+    harness::stop_children_on_signal();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

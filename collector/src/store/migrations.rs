@@ -19,7 +19,7 @@ use super::StoreError;
 ///   seconds: 3600 and 86400), maintained in the transaction that inserts the point.
 /// - `tokens`: SHA-256 of write tokens and the site/host each may write.
 ///
-/// Version 2 (see [`MIGRATION_2`]) spreads intervals over the buckets they cover, adds the
+/// Version 2 (see `MIGRATION_2`) spreads intervals over the buckets they cover, adds the
 /// GPU time of model rows, the agents' idle policy, the ingest time of points and the
 /// files imported.
 pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];

@@ -677,7 +677,7 @@ fn canonical<K: Ord + Clone>(
 
 impl Store {
     /// `model_energy` sums per (site, host, gpu_uuid, model, server, bucket of `grain_ns`)
-    /// over `(from_ns, to_ns]` (see [`bucket_sums`] for the grains), sorted by those keys.
+    /// over `(from_ns, to_ns]` (grains as the store's `bucket_sums`: 0, calendar years, days, hours, minutes), sorted by those keys.
     pub fn bucket_model_energy(
         &self,
         from_ns: i64,

@@ -158,10 +158,13 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
         sampler.origin().host,
         site.country,
         site.zone,
-        f.pue,
-        f.wue_l_per_kwh,
-        f.ewif_l_per_kwh
+        f.pue.value,
+        f.wue_l_per_kwh.value,
+        f.ewif_l_per_kwh.value
     );
+    for w in f.warnings() {
+        let _ = writeln!(o, "  warning: {w}");
+    }
     let _ = writeln!(
         o,
         "Carbon intensity: {} ({})",
@@ -188,6 +191,8 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
     );
 
     std::thread::sleep(interval);
+    // The site point goes out with the first interval and then once a minute: show it.
+    sampler.send_site_next();
     let out = sampler.sample();
     let _ = writeln!(o, "One interval ({} s) would ship:", interval.as_secs_f64());
     match encode(&out.points(sampler.origin())) {

@@ -71,15 +71,18 @@ pub struct SiteConfig {
     pub country: String,
     /// Electricity Maps grid zone (e.g. `US-CAL-CISO`, `FR`), for the carbon intensity.
     pub zone: String,
-    /// Power usage effectiveness of the data centre (ISO/IEC 30134-2), ≥ 1.
-    pub pue: f64,
-    /// On-site water usage effectiveness, litres per kWh of IT energy.
-    pub wue_l_per_kwh: f64,
+    /// Power usage effectiveness of the data centre (ISO/IEC 30134-2), 1 to 3. Unset is
+    /// not 1.0: the field is left off the wire, the collector uses its factors file or
+    /// the cited industry average, and both the agent and the report warn.
+    pub pue: Option<f64>,
+    /// On-site water usage effectiveness, litres per kWh of IT energy; unset is not 0.
+    pub wue_l_per_kwh: Option<f64>,
     /// Grid carbon intensity (gCO2e/kWh) for the agent's local estimates; when absent,
     /// the built-in yearly average of `zone` (else `country`) is used.
     pub carbon_intensity_g_per_kwh: Option<f64>,
-    /// Off-site electricity water intensity factor, litres per kWh of facility energy.
-    pub ewif_l_per_kwh: f64,
+    /// Off-site electricity water intensity factor, litres per kWh of facility energy,
+    /// for the agent's local estimates; unset uses the cited reference (with a warning).
+    pub ewif_l_per_kwh: Option<f64>,
 }
 
 impl Default for SiteConfig {
@@ -89,10 +92,10 @@ impl Default for SiteConfig {
             host: String::new(),
             country: String::new(),
             zone: String::new(),
-            pue: 1.0,
-            wue_l_per_kwh: 0.0,
+            pue: None,
+            wue_l_per_kwh: None,
             carbon_intensity_g_per_kwh: None,
-            ewif_l_per_kwh: 0.0,
+            ewif_l_per_kwh: None,
         }
     }
 }
@@ -288,11 +291,13 @@ impl Config {
         // The collector's bounds (`inferwatt_core::validate`): a value outside them would
         // make it refuse every batch carrying the site point.
         let (lo, hi) = inferwatt_core::validate::PUE_RANGE;
-        if !(site.pue.is_finite() && (lo..=hi).contains(&site.pue)) {
-            return Err(bad(
-                "site.pue",
-                format!("'{}' is not a PUE between {lo} and {hi}", site.pue),
-            ));
+        if let Some(pue) = site.pue {
+            if !(pue.is_finite() && (lo..=hi).contains(&pue)) {
+                return Err(bad(
+                    "site.pue",
+                    format!("'{pue}' is not a PUE between {lo} and {hi}"),
+                ));
+            }
         }
         for (key, v, max) in [
             (
@@ -302,6 +307,7 @@ impl Config {
             ),
             ("site.ewif_l_per_kwh", site.ewif_l_per_kwh, 100.0),
         ] {
+            let Some(v) = v else { continue };
             if !(v.is_finite() && (0.0..=max).contains(&v)) {
                 return Err(bad(key, format!("'{v}' is outside 0 to {max} L/kWh")));
             }
@@ -390,15 +396,18 @@ host = ""
 country = ""
 # Electricity Maps grid zone (e.g. "US-CAL-CISO", "FR"), for the carbon intensity.
 zone = ""
-# Power usage effectiveness of the data centre (ISO/IEC 30134-2), >= 1.
-pue = 1.0
-# On-site water usage effectiveness, litres per kWh of IT energy.
-wue_l_per_kwh = 0.0
+# Power usage effectiveness of the data centre (ISO/IEC 30134-2), 1 to 3. Unset is
+# not 1.0: it is left off the wire, the collector uses its factors file or the cited
+# industry average (Uptime Institute 2024), and `check` and the report warn.
+# pue = 1.2
+# On-site water usage effectiveness, litres per kWh of IT energy; unset is not 0.
+# wue_l_per_kwh = 0.3
 # Grid carbon intensity (gCO2e/kWh) for local estimates; unset = built-in yearly
 # average of `zone`, else `country`.
 # carbon_intensity_g_per_kwh = 383.55
-# Off-site electricity water intensity factor, litres per kWh of facility energy.
-ewif_l_per_kwh = 0.0
+# Off-site electricity water intensity factor, litres per kWh of facility energy, for
+# local estimates; unset = the cited reference (Li et al., US average).
+# ewif_l_per_kwh = 3.142
 
 [sampling]
 # Seconds between samples (0.1 to 60).

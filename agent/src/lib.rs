@@ -4,12 +4,15 @@
 //! - [`identify`] maps a process to the model it serves;
 //! - [`sample`] turns readings into interval energy per GPU (counter, integrated, gap);
 //! - [`attribution`] splits each GPU's interval energy among models (METHODOLOGY §2);
+//! - [`footprint`] resolves the site factors (unset → cited reference, warned) and a
+//!   row's local emissions and water;
 //! - [`sinks`] never compute: they publish (Prometheus), write (file) or ship (HTTP, spool);
 //! - [`pipeline`] owns the loop and joins the parts; [`check`] explains a host to a newcomer.
 
 pub mod attribution;
 pub mod check;
 pub mod config;
+pub mod footprint;
 pub mod identify;
 pub mod pipeline;
 pub mod sample;

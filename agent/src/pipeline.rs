@@ -16,11 +16,12 @@ use inferwatt_core::schema::{
     EnergySource, GpuInterval, HostEnergy, ModelEnergy, ModelUsage, Origin, SiteInfo, SplitMethod,
     MODEL_UNATTRIBUTED,
 };
-use inferwatt_core::units::{j_to_kwh, mj_to_j};
+use inferwatt_core::units::mj_to_j;
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::{attribute, GpuEnergyInput, IdlePolicy, ModelKey, ProcessActivity};
 use crate::config::Config;
+use crate::footprint::LocalFactors;
 use crate::identify::{Identifier, Identity};
 use crate::sample::{EnergyReading, GpuSampler, IntervalEnergy};
 use crate::sinks::file::FileSink;
@@ -128,47 +129,6 @@ impl SampleOutput {
     }
 }
 
-/// Site factors the agent applies for its local estimates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalFactors {
-    pub pue: f64,
-    pub wue_l_per_kwh: f64,
-    pub ewif_l_per_kwh: f64,
-    pub intensity_g_per_kwh: Option<f64>,
-    pub intensity_source: String,
-}
-
-impl LocalFactors {
-    pub fn from_config(cfg: &Config) -> Self {
-        let s = &cfg.site;
-        let (intensity_g_per_kwh, intensity_source) = match s.carbon_intensity_g_per_kwh {
-            Some(v) => (Some(v), "config".to_string()),
-            None => {
-                let key = if s.zone.is_empty() {
-                    &s.country
-                } else {
-                    &s.zone
-                };
-                match inferwatt_core::factors::grid_intensity(key, None) {
-                    Some(g) => (Some(g.g_per_kwh), format!("{} {}", g.source, g.year)),
-                    None => (
-                        None,
-                        "unknown: set site.zone, site.country or site.carbon_intensity_g_per_kwh"
-                            .into(),
-                    ),
-                }
-            }
-        };
-        LocalFactors {
-            pue: s.pue,
-            wue_l_per_kwh: s.wue_l_per_kwh,
-            ewif_l_per_kwh: s.ewif_l_per_kwh,
-            intensity_g_per_kwh,
-            intensity_source,
-        }
-    }
-}
-
 struct CachedIdentity {
     identity: Identity,
     cmdline: Vec<String>,
@@ -232,7 +192,10 @@ impl<R: GpuReader> Sampler<R> {
         };
         let n = reader.gpus().len();
         let state = AgentState::load(&cfg.state.dir);
-        let factors = LocalFactors::from_config(&cfg);
+        let factors = LocalFactors::from_site(&cfg.site);
+        for w in factors.warnings() {
+            tracing::warn!("{w}");
+        }
         Ok(Sampler {
             origin,
             procs: ProcReader::new(),
@@ -261,6 +224,11 @@ impl<R: GpuReader> Sampler<R> {
     /// downtime that `run` will report).
     pub fn forget_state(&mut self) {
         self.state = AgentState::default();
+    }
+
+    /// Makes the next sample carry the site point (sent once a minute otherwise).
+    pub fn send_site_next(&mut self) {
+        self.last_site_ns = 0;
     }
 
     pub fn origin(&self) -> &Origin {
@@ -745,8 +713,7 @@ impl<R: GpuReader> Sampler<R> {
                     j,
                 );
             }
-            let it_kwh = j_to_kwh(r.total_j());
-            let facility_kwh = inferwatt_core::footprint::facility_energy_kwh(it_kwh, f.pue);
+            let fp = f.footprint(r.total_j());
             let model_labels = || {
                 vec![
                     ("model", r.model.clone()),
@@ -754,25 +721,19 @@ impl<R: GpuReader> Sampler<R> {
                     ("site", self.origin.site.clone()),
                 ]
             };
-            if let Some(ci) = f.intensity_g_per_kwh {
+            if let Some(g) = fp.location_g {
                 let mut l = model_labels();
                 l.push(("method", "location".to_string()));
                 m.inc(
                     "inferwatt_model_emissions_grams_total",
                     HELP_EMISSIONS,
                     l,
-                    inferwatt_core::footprint::location_emissions_g(facility_kwh, ci),
+                    g,
                 );
             }
             for (scope, l_) in [
-                (
-                    "onsite",
-                    inferwatt_core::footprint::water_onsite_l(it_kwh, f.wue_l_per_kwh),
-                ),
-                (
-                    "offsite",
-                    inferwatt_core::footprint::water_offsite_l(it_kwh, f.pue, f.ewif_l_per_kwh),
-                ),
+                ("onsite", fp.water_onsite_l),
+                ("offsite", fp.water_offsite_l),
             ] {
                 let mut l = model_labels();
                 l.push(("scope", scope.to_string()));

@@ -87,8 +87,8 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
         SiteInfo {
             country: "DEU".into(),
             zone: "DE".into(),
-            pue: 1.2,
-            wue_l_per_kwh: 0.5,
+            pue: Some(1.2),
+            wue_l_per_kwh: Some(0.5),
             idle_policy: None,
             interval_s: 1.0,
             end_ns,

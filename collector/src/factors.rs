@@ -17,7 +17,7 @@ use std::path::Path;
 
 use inferwatt_core::factors::{
     self, embodied_default, ewif_reference, grid_intensity, normalize_country, parse_hourly_csv,
-    pue_reference, year_of, zone_country, HourlyIntensity,
+    pue_reference, wue_reference, year_of, zone_country, HourlyIntensity,
 };
 use inferwatt_core::footprint::{self, MarketInputs};
 use inferwatt_core::units::j_to_kwh;
@@ -341,6 +341,13 @@ impl<'a> Ctx<'a> {
             })?;
             let v = f.value;
             let mut rf = ReportFactor::from_core(site, f);
+            out_warning(
+                &mut out.warnings,
+                format!(
+                    "site '{site}': PUE not configured, industry average {v} ({}) used; set 'sites.{site}.pue' in the factors file or [site] pue in the agent",
+                    rf.source
+                ),
+            );
             rf.source = format!("default (no PUE configured): {}", rf.source);
             rf.name = pue_name.to_owned();
             push(rf);
@@ -362,17 +369,39 @@ impl<'a> Ctx<'a> {
                 .with_year(self.pick(|s| s.wue_year).map(|(y, _)| y)),
             );
             v
+        } else if let Some(v) = row
+            .map(|r| r.wue_l_per_kwh)
+            .filter(|w| w.is_finite() && *w >= 0.0)
+        {
+            push(ReportFactor::new(
+                site,
+                wue_name,
+                v,
+                "L/kWh",
+                "site configuration reported by the agent".to_owned(),
+            ));
+            v
         } else {
-            let v = row
-                .map(|r| r.wue_l_per_kwh)
-                .filter(|w| w.is_finite() && *w >= 0.0)
-                .unwrap_or(0.0);
-            let source = if row.is_some() {
-                "site configuration reported by the agent".to_owned()
-            } else {
-                format!("not configured: set 'sites.{site}.wue_l_per_kwh'")
-            };
-            push(ReportFactor::new(site, wue_name, v, "L/kWh", source));
+            // Unset is not zero: the cited reference, with a warning.
+            let f = wue_reference("us-average-li").ok_or_else(|| {
+                self.invalid(
+                    format!("sites.{site}.wue_l_per_kwh"),
+                    "no WUE set and the built-in reference is missing; set 'wue_l_per_kwh'"
+                        .to_owned(),
+                )
+            })?;
+            let v = f.value;
+            let mut rf = ReportFactor::from_core(site, f);
+            out_warning(
+                &mut out.warnings,
+                format!(
+                    "site '{site}': WUE not configured, {v} L/kWh ({}) used; set 'sites.{site}.wue_l_per_kwh' in the factors file or [site] wue_l_per_kwh in the agent",
+                    rf.source
+                ),
+            );
+            rf.source = format!("default (no WUE configured): {}", rf.source);
+            rf.name = wue_name.to_owned();
+            push(rf);
             v
         };
 
@@ -455,6 +484,13 @@ impl<'a> Ctx<'a> {
             })?;
             let v = f.value;
             let mut rf = ReportFactor::from_core(site, f);
+            out_warning(
+                &mut out.warnings,
+                format!(
+                    "site '{site}': EWIF not configured, {v} L/kWh ({}) used; set 'sites.{site}.ewif_l_per_kwh' or 'fuel_mix' in the factors file",
+                    rf.source
+                ),
+            );
             rf.source = format!("default (no EWIF configured): {}", rf.source);
             push(rf);
             v

@@ -29,8 +29,8 @@ fn site(o: &Origin, country: &str, zone: &str, policy: Option<&str>, end_ns: i64
     SiteInfo {
         country: country.into(),
         zone: zone.into(),
-        pue: 1.25,
-        wue_l_per_kwh: 0.0,
+        pue: Some(1.25),
+        wue_l_per_kwh: Some(0.0),
         idle_policy: policy.map(str::to_owned),
         interval_s: 60.0,
         end_ns,

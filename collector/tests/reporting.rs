@@ -66,8 +66,8 @@ fn fill(store: &Store) {
     let mut points = vec![SiteInfo {
         country: "FRA".into(),
         zone: "FR".into(),
-        pue: 1.2,
-        wue_l_per_kwh: 0.5,
+        pue: Some(1.2),
+        wue_l_per_kwh: Some(0.5),
         idle_policy: None,
         interval_s: 60.0,
         end_ns: T0 + 1,
@@ -560,8 +560,8 @@ fn without_factors_an_unknown_zone_names_the_site() {
         .write(&[SiteInfo {
             country: "MARS".into(),
             zone: "OLYMPUS".into(),
-            pue: 1.1,
-            wue_l_per_kwh: 0.0,
+            pue: Some(1.1),
+            wue_l_per_kwh: Some(0.0),
             idle_policy: None,
             interval_s: 60.0,
             end_ns: T0 + 1,
@@ -767,8 +767,8 @@ fn a_year_of_64_gpus_and_8_models_reports_within_a_second() {
                 SiteInfo {
                     country: "FRA".into(),
                     zone: "FR".into(),
-                    pue: 1.2,
-                    wue_l_per_kwh: 0.5,
+                    pue: Some(1.2),
+                    wue_l_per_kwh: Some(0.5),
                     idle_policy: None,
                     interval_s: 10.0,
                     end_ns: T0 + 1,

@@ -48,8 +48,8 @@ fn fill(store: &Store) {
     let mut points = vec![SiteInfo {
         country: "DEU".into(),
         zone: "DE".into(),
-        pue: PUE,
-        wue_l_per_kwh: WUE,
+        pue: Some(PUE),
+        wue_l_per_kwh: Some(WUE),
         idle_policy: None,
         interval_s: 60.0,
         end_ns: T0 + 1,

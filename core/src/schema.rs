@@ -251,8 +251,12 @@ impl HostEnergy {
 pub struct SiteInfo {
     pub country: String,
     pub zone: String,
-    pub pue: f64,
-    pub wue_l_per_kwh: f64,
+    /// The site's PUE where the agent's `[site]` sets it; `None` (field left out) when
+    /// nobody configured it, so the collector uses its factors file or a cited reference
+    /// and says so — never a silent 1.0.
+    pub pue: Option<f64>,
+    /// On-site WUE (L/kWh) where configured; `None` (left out) otherwise.
+    pub wue_l_per_kwh: Option<f64>,
     /// The idle policy the agent attributes with (`resident`, `separate`); the report
     /// states it and charges the host's unassigned energy by it.
     pub idle_policy: Option<String>,
@@ -266,9 +270,15 @@ impl SiteInfo {
             .tag("site", &o.site)
             .tag("host", &o.host)
             .tag("country", &self.country)
-            .tag("zone", &self.zone)
-            .float("pue", self.pue)
-            .float("wue_l_per_kwh", self.wue_l_per_kwh);
+            .tag("zone", &self.zone);
+        let p = match self.pue {
+            Some(v) => p.float("pue", v),
+            None => p,
+        };
+        let p = match self.wue_l_per_kwh {
+            Some(v) => p.float("wue_l_per_kwh", v),
+            None => p,
+        };
         let p = match &self.idle_policy {
             Some(policy) => p.string("idle_policy", policy),
             None => p,
@@ -280,6 +290,30 @@ impl SiteInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unset_site_factors_are_left_off_the_wire() {
+        let o = Origin {
+            site: "s".into(),
+            host: "h".into(),
+        };
+        let mut s = SiteInfo {
+            country: "DE".into(),
+            zone: "DE".into(),
+            pue: None,
+            wue_l_per_kwh: None,
+            idle_policy: None,
+            interval_s: 60.0,
+            end_ns: 1,
+        };
+        let p = s.to_point(&o);
+        assert!(p.field_value("pue").is_none() && p.field_value("wue_l_per_kwh").is_none());
+        s.pue = Some(1.0);
+        s.wue_l_per_kwh = Some(0.0);
+        let p = s.to_point(&o);
+        assert_eq!(p.field_f64("pue"), Some(1.0));
+        assert_eq!(p.field_f64("wue_l_per_kwh"), Some(0.0));
+    }
 
     #[test]
     fn gpu_point_carries_contract_names() {

@@ -55,8 +55,8 @@ fn day_points(day: i64) -> Vec<inferwatt_core::lineproto::Point> {
                 SiteInfo {
                     country: if h % 2 == 0 { "DEU" } else { "FRA" }.into(),
                     zone: if h % 2 == 0 { "DE" } else { "FR" }.into(),
-                    pue: 1.2,
-                    wue_l_per_kwh: 0.5,
+                    pue: Some(1.2),
+                    wue_l_per_kwh: Some(0.5),
                     idle_policy: Some("resident".into()),
                     interval_s: 3600.0,
                     end_ns: T0 + 1,

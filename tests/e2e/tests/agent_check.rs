@@ -1,6 +1,8 @@
 //! `inferwatt-agent check` on the simulated driver, on a MIG GPU: it names the GPUs,
 //! the MIG instances, each process's model and the rule that found it, which NVML calls
-//! work, and one interval's points — where MIG energy is split by instance size.
+//! work, and one interval's points — where MIG energy is split by instance size. With no
+//! `[site]` factors configured, `check` warns about each, the site point leaves them
+//! unset on the wire, and the collector's report uses the cited references and says so.
 
 use std::process::Command;
 
@@ -96,6 +98,87 @@ fn check_explains_a_mig_gpu_and_splits_by_instance_size() {
             })
             .unwrap_or_else(|| panic!("no model_energy for {model}:\n{body}"))
     };
+    // Unset is not 1.0: no `pue` on the wire, a warning here, a cited default there.
+    for needle in [
+        "warning: PUE not configured (site.pue): 1.56 from Uptime Institute",
+        "warning: WUE not configured (site.wue_l_per_kwh): 0.55",
+        "warning: EWIF not configured (site.ewif_l_per_kwh): 3.142",
+    ] {
+        assert!(
+            text.contains(needle),
+            "check output lacks {needle:?}:\n{text}"
+        );
+    }
+    let site = points
+        .iter()
+        .find(|p| p.measurement == "site")
+        .unwrap_or_else(|| panic!("no site point:\n{body}"));
+    assert!(
+        site.field_value("pue").is_none() && site.field_value("wue_l_per_kwh").is_none(),
+        "unset factors are left off the wire: {site:?}"
+    );
+    let lp = dir.path().join("interval.lp");
+    std::fs::write(&lp, body).expect("write interval");
+    let db = dir.path().join("c.db");
+    let import = Command::new(harness::bin("inferwatt-collector"))
+        .args(["import", "--db"])
+        .arg(&db)
+        .arg(&lp)
+        .output()
+        .expect("import");
+    assert!(
+        import.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let report = Command::new(harness::bin("inferwatt-collector"))
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("report");
+    assert!(
+        report.status.success(),
+        "report: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let factor = |name: &str| {
+        report["methodology"]["factors"]
+            .as_array()
+            .expect("factors")
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} factor: {report}"))
+    };
+    let pue = factor("pue");
+    assert_eq!(pue["value"], 1.56, "{pue}");
+    assert!(
+        pue["source"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("default (no PUE configured): Uptime Institute"),
+        "{pue}"
+    );
+    assert_eq!(factor("wue")["value"], 0.55);
+    let warnings = report["data_quality"]["warnings"].to_string();
+    for needle in [
+        "site 'default': PUE not configured, industry average 1.56 (Uptime Institute",
+        "site 'default': WUE not configured, 0.55 L/kWh",
+    ] {
+        assert!(
+            warnings.contains(needle),
+            "warnings lack {needle:?}: {warnings}"
+        );
+    }
+
     let (s, l) = (
         active("Qwen/Qwen2.5-1.5B-Instruct"),
         active("mistralai/Mistral-7B-Instruct-v0.3"),

@@ -112,8 +112,8 @@ fn fill(db: &Path, t0: i64) {
         let mut points = vec![SiteInfo {
             country: s.country.into(),
             zone: s.zone.into(),
-            pue: s.pue,
-            wue_l_per_kwh: s.wue,
+            pue: Some(s.pue),
+            wue_l_per_kwh: Some(s.wue),
             idle_policy: None,
             interval_s: 60.0,
             end_ns: t0 + 1,

@@ -8,11 +8,12 @@
 //! 3. Idle energy goes to the resident models in proportion to their active energy
 //!    (equally when none is active) under the `resident` policy, or to `_idle` under
 //!    `separate`. A GPU with no resident process is `_idle`.
-//! 4. Conservation: the rows sum to `ΔE` (to float rounding) — checked by proptest.
+//! 4. A GPU whose process query failed is `_unattributed` (who ran is unknown).
+//! 5. Conservation: the rows sum to `ΔE` (to float rounding) — checked by proptest.
 
 use std::collections::BTreeMap;
 
-use inferwatt_core::schema::{SplitMethod, MODEL_IDLE};
+use inferwatt_core::schema::{SplitMethod, MODEL_IDLE, MODEL_UNATTRIBUTED};
 use serde::{Deserialize, Serialize};
 
 /// Where a GPU's idle (static) energy goes.
@@ -73,6 +74,8 @@ pub struct GpuEnergyInput {
     /// MIG instances of the GPU (GPU instance id → compute slices), empty without MIG.
     pub mig_slices: BTreeMap<u32, u32>,
     pub idle_policy: IdlePolicy,
+    /// False when the process query failed: the whole interval is `_unattributed`.
+    pub processes_known: bool,
 }
 
 /// One model's share of a GPU interval.
@@ -97,6 +100,15 @@ pub fn attribute(input: &GpuEnergyInput) -> Vec<ModelShare> {
     let idle_j = energy.min((input.idle_power_w * input.interval_s).max(0.0));
     let active_j = energy - idle_j;
 
+    if !input.processes_known {
+        // Who ran is unknown: not idle, not anyone's.
+        return vec![ModelShare {
+            model: ModelKey::new(MODEL_UNATTRIBUTED, ""),
+            active_j,
+            idle_j,
+            method: SplitMethod::None,
+        }];
+    }
     if input.processes.is_empty() {
         return vec![ModelShare {
             model: ModelKey::idle(),
@@ -249,7 +261,39 @@ mod tests {
             processes,
             mig_slices: BTreeMap::new(),
             idle_policy: policy,
+            processes_known: true,
         }
+    }
+
+    #[test]
+    fn a_failed_process_query_is_unattributed_not_idle() {
+        let rows = attribute(&GpuEnergyInput {
+            processes_known: false,
+            ..input(300.0, vec![], IdlePolicy::Resident)
+        });
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].model.model, MODEL_UNATTRIBUTED);
+        assert_eq!(rows[0].total_j(), 300.0);
+    }
+
+    #[test]
+    fn missing_samples_split_by_memory_70_to_10() {
+        // 70 GB and 10 GB resident, no utilisation samples: 350 / 50 J of 400 J active.
+        let gb = 1_000_000_000u64;
+        let rows = attribute(&GpuEnergyInput {
+            idle_power_w: 0.0,
+            ..input(
+                400.0,
+                vec![
+                    proc(1, "big", None, Some(70 * gb)),
+                    proc(2, "small", None, Some(10 * gb)),
+                ],
+                IdlePolicy::Resident,
+            )
+        });
+        assert_eq!(find(&rows, "big").method, SplitMethod::Memory);
+        assert!((find(&rows, "big").active_j - 350.0).abs() < 1e-9);
+        assert!((find(&rows, "small").active_j - 50.0).abs() < 1e-9);
     }
 
     fn find<'a>(rows: &'a [ModelShare], model: &str) -> &'a ModelShare {
@@ -413,6 +457,7 @@ mod tests {
                 processes,
                 mig_slices: BTreeMap::new(),
                 idle_policy: if separate { IdlePolicy::Separate } else { IdlePolicy::Resident },
+                processes_known: true,
             };
             let rows = attribute(&inp);
             let sum: f64 = rows.iter().map(ModelShare::total_j).sum();

@@ -26,7 +26,7 @@ use crate::identify::{Identifier, Identity};
 use crate::sample::{EnergyReading, GpuSampler, IntervalEnergy};
 use crate::sinks::file::FileSink;
 use crate::sinks::prometheus::SharedMetrics;
-use crate::sources::nvml::{mean_sm_util, GpuReader, GpuReading};
+use crate::sources::nvml::{interval_sm_util, GpuReader, GpuReading};
 use crate::sources::procs::ProcReader;
 use crate::sources::rapl::RaplReader;
 use crate::sources::server_metrics::ServerCounters;
@@ -354,7 +354,7 @@ impl<R: GpuReader> Sampler<R> {
             }
 
             // Processes and their models.
-            let sm = reading.util_samples.as_ref().map(|s| mean_sm_util(s));
+            let sm = interval_sm_util(reading.util_samples.as_deref());
             let mut activity = Vec::with_capacity(reading.processes.len());
             for p in &reading.processes {
                 live_pids.insert(p.pid);
@@ -414,6 +414,7 @@ impl<R: GpuReader> Sampler<R> {
                 processes: activity,
                 mig_slices: info.mig.iter().map(|m| (m.index, m.slices)).collect(),
                 idle_policy: self.cfg.sampling.idle_policy,
+                processes_known: reading.processes_known,
             });
 
             out.gpus.push(gpu_interval(&info, &reading, &interval));

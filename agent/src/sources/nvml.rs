@@ -98,6 +98,9 @@ pub struct GpuReading {
     pub mem_used_bytes: Option<u64>,
     pub temperature_c: Option<u32>,
     pub processes: Vec<GpuProcess>,
+    /// False when the process query failed: who ran in the interval is unknown (its
+    /// energy is `_unattributed`, not `_idle`).
+    pub processes_known: bool,
     /// Per-process utilisation samples newer than the last ones seen; `None` when the
     /// GPU does not support them (e.g. under MIG).
     pub util_samples: Option<Vec<UtilSample>>,
@@ -318,6 +321,7 @@ impl GpuReader for NvmlReader {
         let temperature_c = optional(dev.temperature(TemperatureSensor::Gpu)).unwrap_or(None);
 
         let mut processes = Vec::new();
+        let mut processes_known = true;
         if info.mig.is_empty() {
             match dev.running_compute_processes() {
                 Ok(ps) => processes.extend(ps.into_iter().map(|p| GpuProcess {
@@ -325,7 +329,10 @@ impl GpuReader for NvmlReader {
                     used_memory_bytes: used_memory(p.used_gpu_memory),
                     mig_index: None,
                 })),
-                Err(e) => note("nvmlDeviceGetComputeRunningProcesses_v3", e),
+                Err(e) => {
+                    processes_known = false;
+                    note("nvmlDeviceGetComputeRunningProcesses_v3", e)
+                }
             }
         } else {
             // Under MIG each instance lists its own processes.
@@ -339,7 +346,10 @@ impl GpuReader for NvmlReader {
                         used_memory_bytes: used_memory(p.used_gpu_memory),
                         mig_index: Some(m.index),
                     })),
-                    Err(e) => note("nvmlDeviceGetComputeRunningProcesses_v3 (MIG)", e),
+                    Err(e) => {
+                        processes_known = false;
+                        note("nvmlDeviceGetComputeRunningProcesses_v3 (MIG)", e)
+                    }
                 }
             }
         }
@@ -369,6 +379,7 @@ impl GpuReader for NvmlReader {
         };
 
         Ok(GpuReading {
+            processes_known,
             t_ns,
             energy_counter_mj,
             power_w,
@@ -399,9 +410,29 @@ pub fn mean_sm_util(samples: &[UtilSample]) -> BTreeMap<u32, f64> {
     sums.into_iter().map(|(pid, sum)| (pid, sum / n)).collect()
 }
 
+/// The interval's SM utilisation per pid, or `None` when the GPU gave no samples at all
+/// (unsupported, or none arrived): then the split falls back to memory, not to an equal
+/// share of "nobody computed".
+pub fn interval_sm_util(samples: Option<&[UtilSample]>) -> Option<BTreeMap<u32, f64>> {
+    samples.filter(|s| !s.is_empty()).map(mean_sm_util)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_samples_at_all_is_unknown_not_zero() {
+        assert_eq!(interval_sm_util(None), None);
+        assert_eq!(interval_sm_util(Some(&[])), None);
+        let s = [UtilSample {
+            pid: 7,
+            timestamp_us: 1,
+            sm_util: 0,
+            mem_util: 0,
+        }];
+        assert_eq!(interval_sm_util(Some(&s)).map(|m| m[&7]), Some(0.0));
+    }
 
     #[test]
     fn mean_over_periods_counts_missing_samples_as_zero() {

@@ -29,6 +29,7 @@ const NOT_FOUND: Ret = 6;
 const INSUFFICIENT_SIZE: Ret = 7;
 const DRIVER_NOT_LOADED: Ret = 9;
 const ARGUMENT_VERSION_MISMATCH: Ret = 25;
+const UNKNOWN: Ret = 999;
 
 const FI_DEV_POWER_AVERAGE: c_uint = 185;
 const FI_DEV_POWER_INSTANT: c_uint = 186;
@@ -767,8 +768,22 @@ pub struct ProcessInfoV2 {
     compute_instance_id: c_uint,
 }
 
+/// `UNKNOWN` inside one of the GPU's `process_query_fails_s` windows.
+fn process_query(d: &Dev) -> Result<(), Ret> {
+    let t = d.t_s();
+    if d.gpu()
+        .process_query_fails_s
+        .iter()
+        .any(|[a, b]| (*a..*b).contains(&t))
+    {
+        return Err(UNKNOWN);
+    }
+    Ok(())
+}
+
 unsafe fn compute_v2(device: *const Handle, count: *mut c_uint, infos: *mut ProcessInfoV2) -> Ret {
     done(lookup(device).and_then(|d| {
+        process_query(&d)?;
         let list: Vec<ProcessInfoV2> = d
             .processes()
             .into_iter()
@@ -812,6 +827,7 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses(
     infos: *mut ProcessInfoV1,
 ) -> Ret {
     done(lookup(device).and_then(|d| {
+        process_query(&d)?;
         let list: Vec<ProcessInfoV1> = d
             .processes()
             .into_iter()
@@ -892,6 +908,12 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
         let g = d.physical()?;
         if !g.process_utilization || g.mig.is_some() {
             return Err(NOT_SUPPORTED);
+        }
+        if g.util_samples_lost {
+            if !count.is_null() {
+                count.write(0);
+            }
+            return Err(NOT_FOUND);
         }
         let samples: Vec<ProcessUtilizationSample> = g
             .util_samples(d.l.epoch_ms, d.t_ms(), last_seen, |_| true)

@@ -93,6 +93,10 @@ pub struct Gpu {
     /// Whether `nvmlDeviceGetProcessUtilization` is supported.
     #[serde(default = "default_true")]
     pub process_utilization: bool,
+    /// Supported, but no sample ever arrives (`NOT_FOUND` on every call), as when the
+    /// driver's sample buffer misses the processes: the samples are missing, not zero.
+    #[serde(default)]
+    pub util_samples_lost: bool,
     /// Enforced power limit, watts; default `max_w`.
     #[serde(default)]
     pub power_limit_w: Option<f64>,
@@ -111,6 +115,11 @@ pub struct Gpu {
     /// Workload phases: per-process utilisation over time.
     #[serde(default)]
     pub phases: Vec<Phase>,
+    /// Scenario-time windows `[start_s, end_s)` in which the process queries
+    /// (`nvmlDeviceGetComputeRunningProcesses*`) fail with `NVML_ERROR_UNKNOWN`, as a
+    /// driver under stress or a container without the right capability does.
+    #[serde(default)]
+    pub process_query_fails_s: Vec<[f64; 2]>,
     /// Not implemented: replay of an nvidia-smi power CSV. Must be absent or null.
     #[serde(default)]
     pub power_trace: Option<PathBuf>,

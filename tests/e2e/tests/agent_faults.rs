@@ -1,0 +1,157 @@
+//! The agent on the simulated driver where real hosts differ from the happy path:
+//! - a GPU whose per-process utilisation samples never arrive splits its active energy by the
+//!   processes' memory (70 GB : 10 GB → 7 : 1), not equally;
+//! - a GPU whose process query fails for a while books those intervals to
+//!   `_unattributed` (who ran is unknown), never to `_idle`, and loses no joule.
+
+use std::process::Command;
+use std::time::Duration;
+
+use inferwatt_core::lineproto::Point;
+use inferwatt_tests::fleet::model_process;
+use inferwatt_tests::harness::{self, Proc};
+use serde_json::json;
+
+const GPU_MEM: &str = "GPU-fa000000-0000-4000-8000-000000000001";
+const GPU_FAIL: &str = "GPU-fa000000-0000-4000-8000-000000000002";
+
+fn f(p: &Point, k: &str) -> f64 {
+    p.field_f64(k).unwrap_or(0.0)
+}
+
+#[test]
+fn missing_samples_split_by_memory_and_a_failed_process_query_is_unattributed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let big = model_process(
+        "vllm",
+        &["serve", "meta-llama/Llama-3.1-70B-Instruct"],
+        None,
+        None,
+        1.0,
+    );
+    let small = model_process(
+        "vllm",
+        &["serve", "Qwen/Qwen2.5-7B-Instruct"],
+        None,
+        None,
+        1.0,
+    );
+    let solo = model_process(
+        "vllm",
+        &["serve", "mistralai/Mistral-7B-Instruct-v0.3"],
+        None,
+        None,
+        1.0,
+    );
+    let gb = 1_000_000_000u64;
+    let epoch = harness::now_unix_ms();
+    let scenario = json!({
+        "epoch_unix_ms": epoch,
+        "gpus": [
+            {
+                "uuid": GPU_MEM, "name": "NVIDIA H100 80GB HBM3",
+                "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 85_899_345_920u64,
+                "util_samples_lost": true,
+                "processes": [
+                    {"pid": big.pid(), "used_memory_bytes": 70 * gb, "start_s": 0.0},
+                    {"pid": small.pid(), "used_memory_bytes": 10 * gb, "start_s": 0.0}
+                ],
+                "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [
+                    {"pid": big.pid(), "sm_util": 40.0, "weight": 1.0},
+                    {"pid": small.pid(), "sm_util": 40.0, "weight": 1.0}
+                ]}]
+            },
+            {
+                "uuid": GPU_FAIL, "name": "NVIDIA H100 80GB HBM3",
+                "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 85_899_345_920u64,
+                "process_query_fails_s": [[0.0, 600.0]],
+                "processes": [{"pid": solo.pid(), "used_memory_bytes": 20 * gb, "start_s": 0.0}],
+                "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [
+                    {"pid": solo.pid(), "sm_util": 60.0, "weight": 1.0}
+                ]}]
+            }
+        ]
+    });
+    let scenario_path = root.join("scenario.json");
+    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
+    let out = root.join("intervals.lp");
+    let config_path = root.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[site]\npue = 1.2\nwue_l_per_kwh = 0.3\newif_l_per_kwh = 3.0\n[sampling.idle_power_w]\n\"NVIDIA H100 80GB HBM3\" = 70.0\n[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+            harness::sim_library().display(),
+            root.join("state").display(),
+            out.display()
+        ),
+    )
+    .expect("config");
+    let mut agent = Proc::spawn(
+        "inferwatt-agent",
+        Command::new(harness::bin("inferwatt-agent"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("FAKE_NVML_SCENARIO", &scenario_path),
+    );
+    harness::wait_for("4 intervals per GPU", Duration::from_secs(30), || {
+        (harness::read_points(&out)
+            .iter()
+            .filter(|p| p.measurement == "gpu")
+            .count()
+            >= 8)
+            .then_some(())
+    });
+    agent.signal("TERM");
+    let points = harness::read_points(&out);
+    let rows = |uuid: &str| -> Vec<&Point> {
+        points
+            .iter()
+            .filter(|p| p.measurement == "model_energy" && p.tag_value("gpu_uuid") == Some(uuid))
+            .collect()
+    };
+
+    // Memory split, 7 : 1 of the active energy, in every interval.
+    let by_model = |model: &str| -> f64 {
+        rows(GPU_MEM)
+            .iter()
+            .filter(|p| p.tag_value("model") == Some(model))
+            .map(|p| {
+                assert_eq!(
+                    p.field_value("method").and_then(|v| v.as_str()),
+                    Some("memory"),
+                    "{p:?}"
+                );
+                f(p, "active_j")
+            })
+            .sum()
+    };
+    let (b, s) = (
+        by_model("meta-llama/Llama-3.1-70B-Instruct"),
+        by_model("Qwen/Qwen2.5-7B-Instruct"),
+    );
+    assert!(
+        b > 0.0 && (b / s - 7.0).abs() < 1e-6,
+        "70:10 GB split, got {b} J : {s} J"
+    );
+
+    // Failed process query: every joule of that GPU is `_unattributed`, none `_idle`.
+    let gpu_j: f64 = points
+        .iter()
+        .filter(|p| p.measurement == "gpu" && p.tag_value("gpu_uuid") == Some(GPU_FAIL))
+        .map(|p| f(p, "energy_j"))
+        .sum();
+    let fail_rows = rows(GPU_FAIL);
+    assert!(!fail_rows.is_empty());
+    for p in &fail_rows {
+        assert_eq!(p.tag_value("model"), Some("_unattributed"), "{p:?}");
+    }
+    let attributed: f64 = fail_rows
+        .iter()
+        .map(|p| f(p, "active_j") + f(p, "idle_j"))
+        .sum();
+    assert!(
+        gpu_j > 0.0 && (attributed - gpu_j).abs() < 1e-6 * gpu_j,
+        "{attributed} J vs {gpu_j} J"
+    );
+}

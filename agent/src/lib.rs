@@ -4,6 +4,7 @@
 //! - [`identify`] maps a process to the model it serves;
 //! - [`sample`] turns readings into interval energy per GPU (counter, integrated, gap);
 //! - [`attribution`] splits each GPU's interval energy among models (METHODOLOGY §2);
+//! - [`host_split`] splits host (RAPL) energy by host-wide CPU ticks (Σ ≤ 1);
 //! - [`footprint`] resolves the site factors (unset → cited reference, warned) and a
 //!   row's local emissions and water;
 //! - [`sinks`] never compute: they publish (Prometheus), write (file) or ship (HTTP, spool);
@@ -13,6 +14,7 @@ pub mod attribution;
 pub mod check;
 pub mod config;
 pub mod footprint;
+pub mod host_split;
 pub mod identify;
 pub mod pipeline;
 pub mod sample;

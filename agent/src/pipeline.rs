@@ -146,7 +146,8 @@ pub struct Sampler<R: GpuReader> {
     util_since_us: Vec<u64>,
     min_power_w: Vec<Option<f64>>,
     identities: HashMap<u32, CachedIdentity>,
-    cpu_ms: HashMap<u32, u64>,
+    cpu_ticks: HashMap<u32, u64>,
+    host_ticks: Option<u64>,
     state: AgentState,
     resumed: HashSet<String>,
     factors: LocalFactors,
@@ -205,7 +206,8 @@ impl<R: GpuReader> Sampler<R> {
             util_since_us: vec![0; n],
             min_power_w: vec![None; n],
             identities: HashMap::new(),
-            cpu_ms: HashMap::new(),
+            cpu_ticks: HashMap::new(),
+            host_ticks: None,
             state,
             resumed: HashSet::new(),
             factors,
@@ -550,40 +552,34 @@ impl<R: GpuReader> Sampler<R> {
             }
         };
         let host_j = delta.cpu_j + delta.dram_j.unwrap_or(0.0);
-        // Split host energy by the GPU processes' share of host CPU time.
+        // Split host energy by the GPU processes' share of the host's busy CPU time,
+        // both read host-wide from /proc over the same interval (Σ shares ≤ 1).
         let pids: Vec<u32> = pid_rows.iter().map(|(p, _, _)| *p).collect();
-        let cpu_now = self.procs.cpu_time_ms(&pids);
-        let host_cpu_pct = self.procs.host_cpu_pct();
-        // The measured interval since the last RAPL reading, not the configured one:
-        // a late tick must not inflate the processes' CPU share.
+        let ticks_now = self.procs.cpu_ticks(&pids);
+        let host_now = self.procs.host_busy_ticks();
         let interval_s = if self.last_host_ns == 0 {
             self.cfg.sampling.interval_s
         } else {
             (now_ns - self.last_host_ns) as f64 / 1e9
         };
         self.last_host_ns = now_ns;
-        let host_cpu_ms = (host_cpu_pct / 100.0)
-            * interval_s
-            * 1000.0
-            * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-        let mut per_pid_rows: HashMap<u32, usize> = HashMap::new();
-        for (pid, _, _) in pid_rows {
-            *per_pid_rows.entry(*pid).or_default() += 1;
-        }
-        if host_cpu_ms > 0.0 {
+        if let (Some(before), Some(now)) = (self.host_ticks, host_now) {
+            let deltas = crate::host_split::tick_deltas(&self.cpu_ticks, &ticks_now);
+            let shares = crate::host_split::cpu_shares(now.saturating_sub(before), &deltas);
+            let mut rows_per_pid: HashMap<u32, usize> = HashMap::new();
+            for (pid, _, _) in pid_rows {
+                *rows_per_pid.entry(*pid).or_default() += 1;
+            }
             for (pid, uuid, key) in pid_rows {
-                let prev = self.cpu_ms.get(pid).copied();
-                let cur = cpu_now.get(pid).copied();
-                if let (Some(a), Some(b)) = (prev, cur) {
-                    let used = b.saturating_sub(a) as f64 / per_pid_rows[pid] as f64;
-                    let share = (used / host_cpu_ms).min(1.0);
+                if let Some(share) = shares.get(pid) {
                     if let Some(row) = rows.get_mut(&(uuid.clone(), key.clone())) {
-                        row.host_j += host_j * share;
+                        row.host_j += host_j * share / rows_per_pid[pid] as f64;
                     }
                 }
             }
         }
-        self.cpu_ms = cpu_now;
+        self.cpu_ticks = ticks_now;
+        self.host_ticks = host_now;
         Some(HostEnergy {
             cpu_j: delta.cpu_j,
             dram_j: delta.dram_j,

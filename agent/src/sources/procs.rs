@@ -3,8 +3,8 @@
 //! Owns [`ProcReader`]: command line, executable, environment, cgroup and container id
 //! of a pid ([`ProcReader::facts`], parsed from a configurable root so tests use a fake
 //! tree), the parent chain ([`ProcReader::lineage`], for servers whose GPU workers
-//! re-title themselves), and CPU time per pid and for the host (via `sysinfo`, refreshing
-//! only the pids asked for: this runs on the sampling path at 1–10 Hz).
+//! re-title themselves), and CPU time per pid (`<pid>/stat`) and for the whole host
+//! (`stat`), in clock ticks, read directly: this runs on the sampling path at 1–10 Hz.
 //!
 //! Unprivileged reads: another user's `environ` (and `exe` link) is unreadable without
 //! `CAP_SYS_PTRACE`; that yields an empty environment and the `comm` name, not an error.
@@ -16,8 +16,6 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::identify::ProcessFacts;
 
@@ -48,10 +46,9 @@ pub enum ProcError {
     },
 }
 
-/// Reads process facts from a `/proc` tree and CPU times via `sysinfo`.
+/// Reads process facts and CPU times from a `/proc` tree.
 pub struct ProcReader {
     root: PathBuf,
-    sys: System,
 }
 
 impl Default for ProcReader {
@@ -74,16 +71,9 @@ impl ProcReader {
         Self::with_root("/proc")
     }
 
-    /// A reader over another tree laid out like `/proc` (tests). CPU times always come
-    /// from the running kernel.
+    /// A reader over another tree laid out like `/proc` (tests).
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        let mut sys = System::new();
-        // Prime host CPU usage so the first `host_cpu_pct` covers the time since now.
-        sys.refresh_cpu_usage();
-        ProcReader {
-            root: root.into(),
-            sys,
-        }
+        ProcReader { root: root.into() }
     }
 
     /// The facts of one process. [`ProcError::Gone`] when it vanished.
@@ -186,30 +176,52 @@ impl ProcReader {
         Ok(chain)
     }
 
-    /// Cumulative CPU time (user + system, ms) of each live pid among `pids`. Refreshes
-    /// only those pids; dead ones are absent from the map.
-    pub fn cpu_time_ms(&mut self, pids: &[u32]) -> HashMap<u32, u64> {
-        let ids: Vec<Pid> = pids.iter().map(|p| Pid::from_u32(*p)).collect();
-        self.sys.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&ids),
-            true,
-            ProcessRefreshKind::nothing().with_cpu(),
-        );
-        ids.iter()
-            .filter_map(|id| {
-                self.sys
-                    .process(*id)
-                    .map(|p| (id.as_u32(), p.accumulated_cpu_time()))
+    /// Cumulative CPU time (user + system, clock ticks) of each live pid among `pids`,
+    /// from `<root>/<pid>/stat`; dead or unreadable ones are absent from the map.
+    pub fn cpu_ticks(&self, pids: &[u32]) -> HashMap<u32, u64> {
+        pids.iter()
+            .filter_map(|&pid| {
+                let text =
+                    std::fs::read_to_string(self.root.join(pid.to_string()).join("stat")).ok()?;
+                parse_pid_stat_ticks(&text).map(|t| (pid, t))
             })
             .collect()
     }
 
-    /// Host-wide CPU utilisation (0–100 %, all cores) since the previous call (or since
-    /// the reader was built).
-    pub fn host_cpu_pct(&mut self) -> f64 {
-        self.sys.refresh_cpu_usage();
-        f64::from(self.sys.global_cpu_usage()).clamp(0.0, 100.0)
+    /// Host-wide busy CPU time (clock ticks, all CPUs: user, nice, system, irq, softirq,
+    /// steal) from `<root>/stat`. It follows the host, not the agent's cgroup quota or
+    /// CPU affinity, so the GPU processes' ticks are a part of it.
+    pub fn host_busy_ticks(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.root.join("stat")).ok()?;
+        parse_host_stat_busy(&text)
     }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last ')'.
+pub fn parse_pid_stat_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    // After ')': state is field 3, so utime (14) is the 12th and stime (15) the 13th.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Busy ticks of the aggregate `cpu` line of `/proc/stat`: user + nice + system + irq +
+/// softirq + steal (guest time is already inside user; idle and iowait are not busy).
+pub fn parse_host_stat_busy(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    if v.len() < 4 {
+        return None;
+    }
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
 /// Reads a file of a process: `Ok(None)` when it is unreadable for lack of permission,
@@ -350,6 +362,17 @@ mod tests {
             (Some(format!("/docker/{ID}")), Some(ID.to_string()))
         );
         assert_eq!(parse_cgroup(""), (None, None));
+    }
+
+    #[test]
+    fn stat_files_parse_to_ticks() {
+        // A command name with spaces and a ')' must not shift the fields.
+        let pid = "4242 (vllm: worker) 0) R 1 4242 4242 0 -1 4194304 100 0 0 0 1500 250 3 4 20 0 8 0 123 0 0";
+        assert_eq!(parse_pid_stat_ticks(pid), Some(1750));
+        assert_eq!(parse_pid_stat_ticks("garbage"), None);
+        let host = "cpu  100 5 50 9000 40 3 2 7 11 0\ncpu0 50 2 25 4500 20 1 1 3 5 0\n";
+        assert_eq!(parse_host_stat_busy(host), Some(100 + 5 + 50 + 3 + 2 + 7));
+        assert_eq!(parse_host_stat_busy("intr 1 2 3\n"), None);
     }
 
     #[test]

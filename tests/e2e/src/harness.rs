@@ -352,3 +352,38 @@ impl Collector {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// A powercap tree like `/sys/class/powercap` (package zone and its DRAM subzone) whose
+/// counters a thread advances at `package_w` and `dram_w` until the returned flag is
+/// cleared; written through a rename, so a reader never sees half a number.
+pub fn fake_powercap(
+    root: &Path,
+    package_w: f64,
+    dram_w: f64,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pkg = root.join("intel-rapl:0");
+    let dram = root.join("intel-rapl:0:0");
+    for (dir, name) in [(&pkg, "package-0"), (&dram, "dram")] {
+        std::fs::create_dir_all(dir).expect("powercap dir");
+        std::fs::write(dir.join("name"), format!("{name}\n")).expect("name");
+        std::fs::write(dir.join("max_energy_range_uj"), "262143328850\n").expect("range");
+        std::fs::write(dir.join("energy_uj"), "0\n").expect("energy");
+    }
+    let run = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = run.clone();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while flag.load(Ordering::Relaxed) {
+            let t = start.elapsed().as_secs_f64();
+            for (dir, w) in [(&pkg, package_w), (&dram, dram_w)] {
+                let tmp = dir.join("energy_uj.tmp");
+                if std::fs::write(&tmp, format!("{}\n", (w * t * 1e6) as u64)).is_ok() {
+                    let _ = std::fs::rename(&tmp, dir.join("energy_uj"));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    run
+}

@@ -155,3 +155,92 @@ fn missing_samples_split_by_memory_and_a_failed_process_query_is_unattributed() 
         "{attributed} J vs {gpu_j} J"
     );
 }
+
+/// Host energy never exceeds what RAPL measured, whatever CPU the agent itself may use:
+/// the agent runs pinned to one CPU (`taskset`, which `available_parallelism()` follows
+/// as it follows a cgroup quota) while two GPU processes each keep a CPU busy. Splitting
+/// by the agent's own CPU count charged each of them the whole host (2× RAPL).
+#[test]
+fn host_energy_charged_to_models_stays_within_rapl_under_a_cpu_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let burner = || {
+        Proc::spawn(
+            "burner",
+            Command::new("sh").args(["-c", "while :; do :; done"]),
+        )
+    };
+    let (a, b) = (burner(), burner());
+    let powercap = root.join("powercap");
+    let rapl = harness::fake_powercap(&powercap, 100.0, 0.0);
+    let gb = 1_000_000_000u64;
+    let scenario = json!({
+        "epoch_unix_ms": harness::now_unix_ms(),
+        "gpus": [{
+            "uuid": GPU_MEM, "name": "NVIDIA H100 80GB HBM3",
+            "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 85_899_345_920u64,
+            "processes": [
+                {"pid": a.pid(), "used_memory_bytes": 10 * gb, "start_s": 0.0},
+                {"pid": b.pid(), "used_memory_bytes": 10 * gb, "start_s": 0.0}
+            ],
+            "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [
+                {"pid": a.pid(), "sm_util": 50.0, "weight": 1.0},
+                {"pid": b.pid(), "sm_util": 50.0, "weight": 1.0}
+            ]}]
+        }]
+    });
+    let scenario_path = root.join("scenario.json");
+    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
+    let out = root.join("intervals.lp");
+    let config_path = root.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = true\npowercap_root = \"{}\"\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+            harness::sim_library().display(),
+            powercap.display(),
+            root.join("state").display(),
+            out.display()
+        ),
+    )
+    .expect("config");
+    let mut agent = Proc::spawn(
+        "inferwatt-agent",
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(harness::bin("inferwatt-agent"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("FAKE_NVML_SCENARIO", &scenario_path),
+    );
+    harness::wait_for("6 host intervals", Duration::from_secs(30), || {
+        (harness::read_points(&out)
+            .iter()
+            .filter(|p| p.measurement == "host_energy")
+            .count()
+            >= 6)
+            .then_some(())
+    });
+    agent.signal("TERM");
+    rapl.store(false, std::sync::atomic::Ordering::Relaxed);
+    let points = harness::read_points(&out);
+    let rapl_j: f64 = points
+        .iter()
+        .filter(|p| p.measurement == "host_energy")
+        .map(|p| f(p, "cpu_j") + f(p, "dram_j"))
+        .sum();
+    let charged: f64 = points
+        .iter()
+        .filter(|p| p.measurement == "model_energy")
+        .map(|p| f(p, "host_j"))
+        .sum();
+    assert!(
+        charged <= rapl_j * (1.0 + 1e-9),
+        "models charged {charged} J of host energy, RAPL measured {rapl_j} J"
+    );
+    // Two of the two CPUs busy with the GPU processes: most of the host is theirs.
+    assert!(
+        charged > 0.3 * rapl_j,
+        "the busy GPU processes were charged {charged} J of {rapl_j} J"
+    );
+}

@@ -26,41 +26,6 @@ const WUE: f64 = 0.5;
 const EWIF: f64 = 3.1;
 const INTENSITY: f64 = 350.0;
 
-/// A powercap tree like `/sys/class/powercap` (package zone and its DRAM subzone) whose
-/// counters a thread advances at `package_w` and `dram_w` until the returned flag is
-/// cleared; written through a rename, so a reader never sees half a number.
-fn fake_powercap(
-    root: &Path,
-    package_w: f64,
-    dram_w: f64,
-) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let pkg = root.join("intel-rapl:0");
-    let dram = root.join("intel-rapl:0:0");
-    for (dir, name) in [(&pkg, "package-0"), (&dram, "dram")] {
-        std::fs::create_dir_all(dir).expect("powercap dir");
-        std::fs::write(dir.join("name"), format!("{name}\n")).expect("name");
-        std::fs::write(dir.join("max_energy_range_uj"), "262143328850\n").expect("range");
-        std::fs::write(dir.join("energy_uj"), "0\n").expect("energy");
-    }
-    let run = std::sync::Arc::new(AtomicBool::new(true));
-    let flag = run.clone();
-    std::thread::spawn(move || {
-        let start = std::time::Instant::now();
-        while flag.load(Ordering::Relaxed) {
-            let t = start.elapsed().as_secs_f64();
-            for (dir, w) in [(&pkg, package_w), (&dram, dram_w)] {
-                let tmp = dir.join("energy_uj.tmp");
-                if std::fs::write(&tmp, format!("{}\n", (w * t * 1e6) as u64)).is_ok() {
-                    let _ = std::fs::rename(&tmp, dir.join("energy_uj"));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
-    run
-}
-
 fn field(p: &Point, k: &str) -> f64 {
     p.field_f64(k).unwrap_or(0.0)
 }
@@ -93,7 +58,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     let sim = Scenario::from_json(&fleet.scenario.to_string()).expect("scenario");
     let lp = root.join("intervals.lp");
     let powercap = root.join("powercap");
-    let rapl = fake_powercap(&powercap, 120.0, 15.0);
+    let rapl = harness::fake_powercap(&powercap, 120.0, 15.0);
     let agent_config = root.join("agent.toml");
     std::fs::write(
         &agent_config,

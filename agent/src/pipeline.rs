@@ -152,9 +152,10 @@ pub struct Sampler<R: GpuReader> {
     resumed: HashSet<String>,
     factors: LocalFactors,
     pending_usage: PendingUsage,
-    last_usage_ns: i64,
-    last_site_ns: i64,
-    last_host_ns: i64,
+    /// Monotonic times (ns) of the last usage, site and host points.
+    last_usage_mono: Option<i64>,
+    last_site_mono: Option<i64>,
+    last_host_mono: Option<i64>,
     pub metrics: SharedMetrics,
     pub endpoints: Endpoints,
 }
@@ -212,9 +213,9 @@ impl<R: GpuReader> Sampler<R> {
             resumed: HashSet::new(),
             factors,
             pending_usage: Arc::new(Mutex::new(BTreeMap::new())),
-            last_usage_ns: 0,
-            last_site_ns: 0,
-            last_host_ns: 0,
+            last_usage_mono: None,
+            last_site_mono: None,
+            last_host_mono: None,
             metrics,
             endpoints: Arc::new(Mutex::new(BTreeMap::new())),
             reader,
@@ -230,7 +231,7 @@ impl<R: GpuReader> Sampler<R> {
 
     /// Makes the next sample carry the site point (sent once a minute otherwise).
     pub fn send_site_next(&mut self) {
-        self.last_site_ns = 0;
+        self.last_site_mono = None;
     }
 
     pub fn origin(&self) -> &Origin {
@@ -330,6 +331,7 @@ impl<R: GpuReader> Sampler<R> {
             }
             let er = EnergyReading {
                 t_ns: reading.t_ns,
+                mono_ns: reading.mono_ns,
                 counter_mj: reading.energy_counter_mj,
                 power_w: reading.power_w,
                 power_avg_w: reading.power_average_w,
@@ -351,6 +353,13 @@ impl<R: GpuReader> Sampler<R> {
                 continue;
             };
             self.save_reading(&info.uuid, er);
+            if let Some(step) = interval.clock_step_s() {
+                tracing::warn!(
+                    gpu = info.index,
+                    step_s = step,
+                    "the wall clock stepped during this interval; its length comes from the monotonic clock, its energy is kept, and the point carries clock_step_s"
+                );
+            }
             if interval.counter_reset {
                 tracing::info!(gpu = info.index, "energy counter went backwards (driver reload or GPU reset); integrating power for this interval");
             }
@@ -438,16 +447,14 @@ impl<R: GpuReader> Sampler<R> {
         }
 
         let now_ns = crate::sources::nvml::now_ns();
-        out.host = self.host_energy(now_ns, &pid_rows, &mut model_rows);
+        let now_mono = crate::sources::nvml::mono_ns();
+        out.host = self.host_energy(now_ns, now_mono, &pid_rows, &mut model_rows);
         out.models = model_rows.into_values().collect();
-        out.usage = self.take_usage(now_ns);
-        if now_ns - self.last_site_ns >= 60_000_000_000 || self.last_site_ns == 0 {
-            let interval_s = if self.last_site_ns == 0 {
-                0.0
-            } else {
-                (now_ns - self.last_site_ns) as f64 / 1e9
-            };
-            self.last_site_ns = now_ns;
+        out.usage = self.take_usage(now_ns, now_mono);
+        let since_site = self.last_site_mono.map(|t| now_mono - t);
+        if since_site.is_none_or(|d| d >= 60_000_000_000) {
+            let interval_s = since_site.map_or(0.0, |d| d as f64 / 1e9);
+            self.last_site_mono = Some(now_mono);
             out.site = Some(SiteInfo {
                 country: self.cfg.site.country.clone(),
                 zone: self.cfg.site.zone.clone(),
@@ -539,6 +546,7 @@ impl<R: GpuReader> Sampler<R> {
     fn host_energy(
         &mut self,
         now_ns: i64,
+        now_mono: i64,
         pid_rows: &[(u32, String, ModelKey)],
         rows: &mut BTreeMap<(String, ModelKey), ModelEnergy>,
     ) -> Option<HostEnergy> {
@@ -557,12 +565,12 @@ impl<R: GpuReader> Sampler<R> {
         let pids: Vec<u32> = pid_rows.iter().map(|(p, _, _)| *p).collect();
         let ticks_now = self.procs.cpu_ticks(&pids);
         let host_now = self.procs.host_busy_ticks();
-        let interval_s = if self.last_host_ns == 0 {
-            self.cfg.sampling.interval_s
-        } else {
-            (now_ns - self.last_host_ns) as f64 / 1e9
-        };
-        self.last_host_ns = now_ns;
+        let interval_s = self
+            .last_host_mono
+            .map_or(self.cfg.sampling.interval_s, |t| {
+                (now_mono - t) as f64 / 1e9
+            });
+        self.last_host_mono = Some(now_mono);
         if let (Some(before), Some(now)) = (self.host_ticks, host_now) {
             let deltas = crate::host_split::tick_deltas(&self.cpu_ticks, &ticks_now);
             let shares = crate::host_split::cpu_shares(now.saturating_sub(before), &deltas);
@@ -589,19 +597,19 @@ impl<R: GpuReader> Sampler<R> {
         })
     }
 
-    fn take_usage(&mut self, now_ns: i64) -> Vec<ModelUsage> {
+    fn take_usage(&mut self, now_ns: i64, now_mono: i64) -> Vec<ModelUsage> {
         let pending = std::mem::take(
             &mut *self
                 .pending_usage
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let interval_s = if self.last_usage_ns == 0 {
-            self.cfg.sampling.interval_s
-        } else {
-            (now_ns - self.last_usage_ns) as f64 / 1e9
-        };
-        self.last_usage_ns = now_ns;
+        let interval_s = self
+            .last_usage_mono
+            .map_or(self.cfg.sampling.interval_s, |t| {
+                (now_mono - t) as f64 / 1e9
+            });
+        self.last_usage_mono = Some(now_mono);
         pending
             .into_iter()
             .filter(|(_, c)| c.requests + c.input_tokens + c.output_tokens > 0)
@@ -807,9 +815,11 @@ pub fn downtime_interval(
     } else {
         counter_mj
     };
+    // Across a restart only the wall clock relates the two readings.
     Some(IntervalEnergy {
         start_ns: saved.t_ns,
         end_ns: now_ns,
+        dt_ns: now_ns - saved.t_ns,
         energy_j: mj_to_j(energy_mj),
         source: EnergySource::Gap,
         counter_reset: counter_mj < saved.counter_mj,
@@ -832,6 +842,7 @@ fn gpu_interval(
         energy_counter_mj: reading.energy_counter_mj,
         interval_s: interval.interval_s(),
         source: interval.source,
+        clock_step_s: interval.clock_step_s(),
         end_ns: interval.end_ns,
     }
 }

@@ -15,8 +15,10 @@ use inferwatt_core::units::mj_to_j;
 /// What the sampler needs from one reading of one GPU.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnergyReading {
-    /// Wall-clock time of the reading, ns since the Unix epoch.
+    /// Wall-clock time of the reading, ns since the Unix epoch (timestamps).
     pub t_ns: i64,
+    /// Monotonic time of the reading, ns (interval lengths).
+    pub mono_ns: i64,
     /// Cumulative energy counter (mJ), `None` when unsupported or unreadable.
     pub counter_mj: Option<u64>,
     /// Power (W) from `nvmlDeviceGetPowerUsage`, `None` when unreadable. On Ampere and
@@ -31,17 +33,32 @@ pub struct EnergyReading {
 /// One GPU interval's energy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntervalEnergy {
+    /// Wall-clock start and end (end is the point's timestamp).
     pub start_ns: i64,
     pub end_ns: i64,
+    /// Length on the monotonic clock, ns.
+    pub dt_ns: i64,
     pub energy_j: f64,
     pub source: EnergySource,
     /// The counter went backwards in this interval.
     pub counter_reset: bool,
 }
 
+/// A wall-clock step at least this large (s) within one interval is flagged: NTP slews
+/// at most 500 ppm (0.5 ms per second), so anything this size is a step.
+pub const CLOCK_STEP_FLAG_S: f64 = 0.1;
+
 impl IntervalEnergy {
+    /// The interval's length, from the monotonic clock.
     pub fn interval_s(&self) -> f64 {
-        (self.end_ns - self.start_ns) as f64 / 1e9
+        self.dt_ns as f64 / 1e9
+    }
+
+    /// How far the wall clock stepped during the interval (wall length − monotonic
+    /// length, s), when at least [`CLOCK_STEP_FLAG_S`]; `None` otherwise.
+    pub fn clock_step_s(&self) -> Option<f64> {
+        let step = ((self.end_ns - self.start_ns) - self.dt_ns) as f64 / 1e9;
+        (step.abs() >= CLOCK_STEP_FLAG_S).then_some(step)
     }
 }
 
@@ -73,7 +90,9 @@ impl GpuSampler {
     /// Takes a reading; returns the interval since the previous one (none for the first).
     pub fn step(&mut self, cur: EnergyReading) -> Option<IntervalEnergy> {
         let prev = self.last.replace(cur)?;
-        if cur.t_ns <= prev.t_ns {
+        // Monotonic order, not wall-clock order: a wall clock stepped back must not drop
+        // the interval (its counter difference would be lost).
+        if cur.mono_ns <= prev.mono_ns {
             return None;
         }
         Some(interval_between(prev, cur))
@@ -98,10 +117,12 @@ pub const AVERAGE_WINDOW_MAX_S: f64 = 1.5;
 
 /// Energy between two readings of one GPU.
 pub fn interval_between(prev: EnergyReading, cur: EnergyReading) -> IntervalEnergy {
-    let dt_s = (cur.t_ns - prev.t_ns) as f64 / 1e9;
+    let dt_ns = cur.mono_ns - prev.mono_ns;
+    let dt_s = dt_ns as f64 / 1e9;
     let mut out = IntervalEnergy {
         start_ns: prev.t_ns,
         end_ns: cur.t_ns,
+        dt_ns,
         energy_j: 0.0,
         source: EnergySource::Gap,
         counter_reset: false,
@@ -151,6 +172,7 @@ mod tests {
     fn r(t_s: f64, counter: Option<u64>, power: Option<f64>) -> EnergyReading {
         EnergyReading {
             t_ns: (t_s * 1e9) as i64,
+            mono_ns: (t_s * 1e9) as i64,
             counter_mj: counter,
             power_w: power,
             power_avg_w: None,
@@ -219,9 +241,34 @@ mod tests {
     }
 
     #[test]
-    fn clock_going_backwards_gives_no_interval() {
+    fn wall_clock_steps_lose_no_energy_and_are_flagged() {
+        // 1-s intervals on the monotonic clock; the wall clock steps back 2 s, then
+        // forward 2 s. Every counter difference is booked, each over 1 s.
+        let at = |wall_s: f64, mono_s: f64, mj: u64| EnergyReading {
+            t_ns: (wall_s * 1e9) as i64,
+            mono_ns: (mono_s * 1e9) as i64,
+            ..r(0.0, Some(mj), None)
+        };
+        let mut s = GpuSampler::new();
+        s.step(at(100.0, 0.0, 0));
+        let back = s
+            .step(at(99.0, 1.0, 300_000))
+            .expect("a step back keeps the interval");
+        assert_eq!(back.energy_j, 300.0);
+        assert_eq!(back.interval_s(), 1.0);
+        assert_eq!(back.clock_step_s(), Some(-2.0));
+        let fwd = s.step(at(102.0, 2.0, 600_000)).expect("interval");
+        assert_eq!(fwd.energy_j, 300.0);
+        assert_eq!(fwd.interval_s(), 1.0, "a step forward does not inflate Δt");
+        assert_eq!(fwd.clock_step_s(), Some(2.0));
+        let calm = s.step(at(103.0, 3.0, 900_000)).expect("interval");
+        assert_eq!(calm.clock_step_s(), None);
+    }
+
+    #[test]
+    fn no_monotonic_progress_gives_no_interval() {
         let mut s = GpuSampler::new();
         s.step(r(5.0, Some(1), None));
-        assert!(s.step(r(4.0, Some(2), None)).is_none());
+        assert!(s.step(r(5.0, Some(2), None)).is_none());
     }
 }

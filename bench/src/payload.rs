@@ -37,6 +37,7 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
                 energy_counter_mj: Some(1_000_000_000 + (k as u64) * 300_000),
                 interval_s: 1.0,
                 source: EnergySource::Counter,
+                clock_step_s: None,
                 end_ns,
             }
             .to_point(&o),

@@ -178,6 +178,7 @@ async fn every_accepted_point_reaches_victoriametrics() {
                 energy_counter_mj: Some(1_000_000 + i as u64 * 300_000),
                 interval_s: 1.0,
                 source: EnergySource::Counter,
+                clock_step_s: None,
                 end_ns,
             }
             .to_point(&o),

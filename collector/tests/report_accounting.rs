@@ -57,6 +57,7 @@ fn hour(o: &Origin, t0: i64, host_j: f64, rapl_j: f64) -> Vec<Point> {
                 energy_counter_mj: None,
                 interval_s: 600.0,
                 source: EnergySource::Counter,
+                clock_step_s: None,
                 end_ns,
             }
             .to_point(o),
@@ -406,6 +407,7 @@ fn a_28_hour_outage_lands_in_the_days_it_covers() {
             energy_counter_mj: None,
             interval_s: 28.0 * 3600.0,
             source: EnergySource::Gap,
+            clock_step_s: None,
             end_ns: end,
         }
         .to_point(&o),

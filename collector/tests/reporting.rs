@@ -87,6 +87,7 @@ fn fill(store: &Store) {
                 energy_counter_mj: None,
                 interval_s: STEP_S as f64,
                 source: EnergySource::Counter,
+                clock_step_s: None,
                 end_ns,
             }
             .to_point(&o),
@@ -351,6 +352,7 @@ fn gaps_folded_points_and_gpu_only_hours_reach_the_report() {
             energy_counter_mj: None,
             interval_s: 600.0,
             source,
+            clock_step_s: None,
             end_ns,
         }
         .to_point(&o)
@@ -727,6 +729,7 @@ fn a_year_of_64_gpus_and_8_models_reports_within_a_second() {
                     energy_counter_mj: None,
                     interval_s: 10.0,
                     source: EnergySource::Counter,
+                    clock_step_s: None,
                     end_ns,
                 }
                 .to_point(&o),

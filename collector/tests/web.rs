@@ -92,6 +92,7 @@ fn fill(store: &Store) {
                 energy_counter_mj: None,
                 interval_s: STEP_S as f64,
                 source: EnergySource::Counter,
+                clock_step_s: None,
                 end_ns,
             }
             .to_point(&o),

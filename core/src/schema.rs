@@ -125,6 +125,9 @@ pub struct GpuInterval {
     pub energy_counter_mj: Option<u64>,
     pub interval_s: f64,
     pub source: EnergySource,
+    /// How far the host's wall clock stepped within the interval (s, wall − monotonic),
+    /// when it did; `interval_s` is the monotonic length either way.
+    pub clock_step_s: Option<f64>,
     pub end_ns: i64,
 }
 
@@ -150,6 +153,9 @@ impl GpuInterval {
         }
         if let Some(v) = self.energy_counter_mj {
             p = p.int("energy_counter_mj", i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = self.clock_step_s {
+            p = p.float("clock_step_s", v);
         }
         p.float("interval_s", self.interval_s)
             .string("source", self.source.as_str())
@@ -332,6 +338,7 @@ mod tests {
             energy_counter_mj: Some(5),
             interval_s: 1.0,
             source: EnergySource::Counter,
+            clock_step_s: None,
             end_ns: 7,
         };
         let line = g.to_point(&o).to_line().expect("encodes");

@@ -89,7 +89,10 @@ pub struct UtilSample {
 /// One reading of one GPU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuReading {
+    /// Wall-clock time of the reading (the point's timestamp).
     pub t_ns: i64,
+    /// Monotonic time of the reading ([`mono_ns`]), for the interval's length.
+    pub mono_ns: i64,
     pub energy_counter_mj: Option<u64>,
     pub power_w: Option<f64>,
     pub power_instant_w: Option<f64>,
@@ -253,7 +256,15 @@ fn field_w(sample: Option<&Result<FieldValueSample, NvmlError>>) -> Option<f64> 
     Some(mw / 1000.0)
 }
 
-/// Now, in ns since the Unix epoch.
+/// Now on the monotonic clock, ns since the agent's first call. Interval lengths come
+/// from it: a wall-clock step (NTP, an operator's `date -s`) does not change them.
+pub fn mono_ns() -> i64 {
+    static ANCHOR: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(std::time::Instant::now);
+    i64::try_from(anchor.elapsed().as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Now, in ns since the Unix epoch (timestamps only; never for interval lengths).
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -286,6 +297,7 @@ impl GpuReader for NvmlReader {
 
         // The energy counter first, so it pairs with the timestamp most tightly.
         let t_ns = now_ns();
+        let mono_ns = mono_ns();
         let energy_counter_mj = optional(dev.total_energy_consumption()).unwrap_or_else(|e| {
             note("nvmlDeviceGetTotalEnergyConsumption", e);
             None
@@ -381,6 +393,7 @@ impl GpuReader for NvmlReader {
         Ok(GpuReading {
             processes_known,
             t_ns,
+            mono_ns,
             energy_counter_mj,
             power_w,
             power_instant_w,

@@ -80,6 +80,7 @@ fn day_points(day: i64) -> Vec<inferwatt_core::lineproto::Point> {
                         energy_counter_mj: None,
                         interval_s: 3600.0,
                         source: EnergySource::Counter,
+                        clock_step_s: None,
                         end_ns,
                     }
                     .to_point(&o),

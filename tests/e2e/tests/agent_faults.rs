@@ -244,3 +244,110 @@ fn host_energy_charged_to_models_stays_within_rapl_under_a_cpu_limit() {
         "the busy GPU processes were charged {charged} J of {rapl_j} J"
     );
 }
+
+/// The agent's wall clock stepped 2 s back, then 2 s forward (libfaketime preloaded,
+/// offsets changed at run time; the simulated GPU keeps true time as a real one does):
+/// no interval is dropped, none is longer than the sampling interval, every counter
+/// difference is booked, and the stepped intervals carry `clock_step_s`.
+#[test]
+fn wall_clock_steps_lose_no_energy_and_are_flagged() {
+    let faketime = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("libfaketime (Debian package faketime; .ci/run installs it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let model = model_process(
+        "vllm",
+        &["serve", "mistralai/Mistral-7B-Instruct-v0.3"],
+        None,
+        None,
+        1.0,
+    );
+    let scenario = json!({
+        "epoch_unix_ms": harness::now_unix_ms(),
+        "gpus": [{
+            "uuid": GPU_MEM, "name": "NVIDIA H100 80GB HBM3",
+            "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 85_899_345_920u64,
+            "processes": [{"pid": model.pid(), "used_memory_bytes": 20_000_000_000u64, "start_s": 0.0}],
+            "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [
+                {"pid": model.pid(), "sm_util": 60.0, "weight": 1.0}
+            ]}]
+        }]
+    });
+    let scenario_path = root.join("scenario.json");
+    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
+    let offset = root.join("faketime");
+    std::fs::write(&offset, "+0\n").expect("offset");
+    let out = root.join("intervals.lp");
+    let config_path = root.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+            harness::sim_library().display(),
+            root.join("state").display(),
+            out.display()
+        ),
+    )
+    .expect("config");
+    let mut agent = Proc::spawn(
+        "inferwatt-agent",
+        Command::new(harness::bin("inferwatt-agent"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("FAKE_NVML_SCENARIO", &scenario_path)
+            .env("LD_PRELOAD", faketime)
+            .env("FAKETIME_TIMESTAMP_FILE", &offset)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("DONT_FAKE_MONOTONIC", "1"),
+    );
+    let gpu_points = || -> Vec<Point> {
+        harness::read_points(&out)
+            .into_iter()
+            .filter(|p| p.measurement == "gpu")
+            .collect()
+    };
+    harness::wait_for("3 intervals", Duration::from_secs(30), || {
+        (gpu_points().len() >= 3).then_some(())
+    });
+    std::fs::write(&offset, "-2\n").expect("step back");
+    let n = gpu_points().len();
+    harness::wait_for("3 more intervals", Duration::from_secs(30), || {
+        (gpu_points().len() >= n + 3).then_some(())
+    });
+    std::fs::write(&offset, "+0\n").expect("step forward");
+    let n = gpu_points().len();
+    harness::wait_for("3 more intervals", Duration::from_secs(30), || {
+        (gpu_points().len() >= n + 3).then_some(())
+    });
+    agent.signal("TERM");
+
+    let points = gpu_points();
+    let steps: Vec<f64> = points
+        .iter()
+        .filter_map(|p| p.field_f64("clock_step_s"))
+        .collect();
+    assert!(
+        steps.iter().any(|s| (s + 2.0).abs() < 0.2) && steps.iter().any(|s| (s - 2.0).abs() < 0.2),
+        "a -2 s and a +2 s step flagged, got {steps:?}"
+    );
+    for p in &points {
+        let dt = f(p, "interval_s");
+        assert!(
+            dt > 0.5 && dt < 1.5,
+            "interval_s {dt} from the monotonic clock: {p:?}"
+        );
+    }
+    // Every counter difference after the first interval is booked, none dropped.
+    let counter = |p: &Point| p.field_f64("energy_counter_mj").expect("counter") / 1000.0;
+    let booked: f64 = points[1..].iter().map(|p| f(p, "energy_j")).sum();
+    let advanced = counter(&points[points.len() - 1]) - counter(&points[0]);
+    assert!(
+        (booked - advanced).abs() < 1e-6 * advanced.max(1.0),
+        "booked {booked} J, the counter advanced {advanced} J"
+    );
+}

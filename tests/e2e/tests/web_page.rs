@@ -167,6 +167,7 @@ fn fill(db: &Path, t0: i64) {
                     energy_counter_mj: None,
                     interval_s: STEP_S as f64,
                     source: EnergySource::Counter,
+                    clock_step_s: None,
                     end_ns,
                 }
                 .to_point(&o),

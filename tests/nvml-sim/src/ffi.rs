@@ -64,10 +64,23 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 static FIRST_INIT_MS: OnceLock<i64> = OnceLock::new();
 
+/// Unix time (ms) as the GPU keeps it. A real GPU's energy counter does not move when
+/// the host's clock is stepped, so the simulator reads CLOCK_REALTIME through the raw
+/// system call: libfaketime (which the clock-step test preloads into the agent, and so
+/// into this library) interposes on libc's `clock_gettime`, not on the kernel's.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &mut ts) };
+    if rc != 0 {
+        return SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    }
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }
 
 fn state() -> std::sync::MutexGuard<'static, State> {

@@ -192,7 +192,8 @@ impl Default for ServerMetricsConfig {
 pub struct EndpointConfig {
     /// URL of the server's Prometheus endpoint, e.g. `http://127.0.0.1:8000/metrics`.
     pub url: String,
-    /// Its kind: `vllm`, `tgi` or `sglang`.
+    /// Its kind: `vllm`, `sglang`, `tgi` or `llamacpp`. TGI and llama.cpp metrics carry
+    /// no model label: name the model with a `#model=NAME` fragment on the URL.
     pub server: String,
 }
 
@@ -340,10 +341,11 @@ impl Config {
                     format!("'{}' is not an http:// or https:// URL", e.url),
                 ));
             }
-            if !["vllm", "tgi", "sglang"].contains(&e.server.as_str()) {
+            let kinds = crate::sources::server_metrics::SERVER_KINDS;
+            if !kinds.contains(&e.server.as_str()) {
                 return Err(bad(
                     &format!("server_metrics.endpoints[{i}].server"),
-                    format!("'{}' is not one of vllm, tgi, sglang", e.server),
+                    format!("'{}' is not one of {}", e.server, kinds.join(", ")),
                 ));
             }
         }
@@ -445,6 +447,7 @@ timeout_s = 2.0
 # [[server_metrics.endpoints]]
 # url = "http://127.0.0.1:8000/metrics"
 # server = "vllm"
+# (tgi and llamacpp metrics name no model: url = "http://127.0.0.1:8080/metrics#model=NAME")
 endpoints = []
 
 [host]
@@ -490,6 +493,20 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    #[test]
+    fn every_scrapable_server_kind_is_a_valid_endpoint() {
+        for kind in crate::sources::server_metrics::SERVER_KINDS {
+            let text = format!(
+                "[[server_metrics.endpoints]]\nurl = \"http://127.0.0.1:8080/metrics#model=m\"\nserver = \"{kind}\"\n"
+            );
+            Config::parse(&text, "t").unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+        assert!(err(
+            "[[server_metrics.endpoints]]\nurl = \"http://x/metrics\"\nserver = \"ollama\""
+        )
+        .contains("not one of vllm, sglang, tgi, llamacpp"));
     }
 
     fn err(text: &str) -> String {

@@ -231,6 +231,9 @@ struct Mapping {
     series: &'static [(&'static str, Field)],
 }
 
+/// The server kinds whose counters the agent knows (each has a [`mapping`]).
+pub const SERVER_KINDS: &[&str] = &["vllm", "sglang", "tgi", "llamacpp"];
+
 fn mapping(server: &str) -> Option<Mapping> {
     use Field::*;
     Some(match server {

@@ -29,7 +29,7 @@ use crate::sinks::prometheus::SharedMetrics;
 use crate::sources::nvml::{interval_sm_util, GpuReader, GpuReading};
 use crate::sources::procs::ProcReader;
 use crate::sources::rapl::RaplReader;
-use crate::sources::server_metrics::ServerCounters;
+use crate::sources::server_metrics::{Baselines, ServerCounters, UsageTracker};
 
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,18 @@ pub enum PipelineError {
     Identify(String),
 }
 
-/// Usage deltas the scraper accumulated since the sampler last took them.
-pub type PendingUsage = Arc<Mutex<BTreeMap<ModelKey, ServerCounters>>>;
+/// The scraper's counter baselines and the usage deltas it accumulated since the
+/// sampler last took them, under one lock: the sampler snapshots the baselines when it
+/// takes the deltas, so the state it persists never holds a baseline whose delta is not
+/// in the interval it persists with.
+#[derive(Debug, Default)]
+pub struct UsageLedger {
+    pub tracker: UsageTracker,
+    pub pending: BTreeMap<ModelKey, ServerCounters>,
+}
+
+/// Shared between the scrape task and the sampler.
+pub type PendingUsage = Arc<Mutex<UsageLedger>>;
 
 /// Inference-server endpoints to scrape: URL → server kind.
 pub type Endpoints = Arc<Mutex<BTreeMap<String, String>>>;
@@ -69,6 +79,11 @@ pub struct AgentState {
     /// The last interval's points, as line protocol.
     #[serde(default)]
     pub pending: Option<String>,
+    /// Inference-server counters at the last scrape whose usage is in `pending` or
+    /// before: a restart differences against them, so requests and tokens served while
+    /// the agent was down are counted in its first interval, not lost.
+    #[serde(default)]
+    pub server_counters: Baselines,
 }
 
 /// One GPU's last reading.
@@ -194,6 +209,10 @@ impl<R: GpuReader> Sampler<R> {
         };
         let n = reader.gpus().len();
         let state = AgentState::load(&cfg.state.dir);
+        let pending_usage = Arc::new(Mutex::new(UsageLedger {
+            tracker: UsageTracker::resume(&state.server_counters),
+            pending: BTreeMap::new(),
+        }));
         let factors = LocalFactors::from_site(&cfg.site);
         for w in factors.warnings() {
             tracing::warn!("{w}");
@@ -212,7 +231,7 @@ impl<R: GpuReader> Sampler<R> {
             state,
             resumed: HashSet::new(),
             factors,
-            pending_usage: Arc::new(Mutex::new(BTreeMap::new())),
+            pending_usage,
             last_usage_mono: None,
             last_site_mono: None,
             last_host_mono: None,
@@ -598,12 +617,14 @@ impl<R: GpuReader> Sampler<R> {
     }
 
     fn take_usage(&mut self, now_ns: i64, now_mono: i64) -> Vec<ModelUsage> {
-        let pending = std::mem::take(
-            &mut *self
+        let pending = {
+            let mut ledger = self
                 .pending_usage
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+                .unwrap_or_else(PoisonError::into_inner);
+            self.state.server_counters = ledger.tracker.baselines();
+            std::mem::take(&mut ledger.pending)
+        };
         let interval_s = self
             .last_usage_mono
             .map_or(self.cfg.sampling.interval_s, |t| {
@@ -1084,7 +1105,6 @@ async fn scrape_loop(
             eps.insert(e.url.clone(), e.server.clone());
         }
     }
-    let mut tracker = crate::sources::server_metrics::UsageTracker::new();
     let timeout = Duration::from_secs_f64(cfg.timeout_s);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(cfg.interval_s));
     let mut failing: HashSet<String> = HashSet::new();
@@ -1105,10 +1125,13 @@ async fn scrape_loop(
                     if failing.remove(&url) {
                         tracing::info!(%url, "inference-server metrics reachable again");
                     }
-                    let deltas = tracker.update(&url, &counters);
-                    let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut ledger = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    let deltas = ledger.tracker.update(&url, &counters);
                     for (model, d) in deltas {
-                        let e = p.entry(ModelKey::new(model, server.clone())).or_default();
+                        let e = ledger
+                            .pending
+                            .entry(ModelKey::new(model, server.clone()))
+                            .or_default();
                         e.requests += d.requests;
                         e.input_tokens += d.input_tokens;
                         e.output_tokens += d.output_tokens;

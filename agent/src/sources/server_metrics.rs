@@ -97,7 +97,7 @@ impl Sample {
 }
 
 /// Cumulative (or, from [`UsageTracker`], per-interval) usage of one model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerCounters {
     /// Requests completed.
     pub requests: u64,
@@ -319,6 +319,10 @@ pub fn parse_metrics(
         .collect())
 }
 
+/// Last cumulative readings per endpoint URL and model, as persisted.
+pub type Baselines =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, ServerCounters>>;
+
 /// Differences successive cumulative readings per (endpoint, model).
 ///
 /// - The first reading of an endpoint is a baseline: usage before the agent watched is
@@ -336,6 +340,36 @@ impl UsageTracker {
     /// An empty tracker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker that resumes from baselines an earlier run saved ([`Self::baselines`]):
+    /// the first reading of a saved endpoint is differenced against them, so what the
+    /// server served while the agent was down is counted, not taken as a new baseline.
+    pub fn resume(baselines: &Baselines) -> Self {
+        UsageTracker {
+            last: baselines
+                .iter()
+                .map(|(url, m)| {
+                    (
+                        url.clone(),
+                        m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The last reading of every endpoint, to persist with the agent's state.
+    pub fn baselines(&self) -> Baselines {
+        self.last
+            .iter()
+            .map(|(url, m)| {
+                (
+                    url.clone(),
+                    m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Records `readings` of `endpoint` and returns each model's usage since the previous

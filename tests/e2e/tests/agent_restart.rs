@@ -172,3 +172,97 @@ fn f64_field(p: &Point, k: &str) -> f64 {
     p.field_f64(k)
         .unwrap_or_else(|| panic!("{} lacks {k}", p.measurement))
 }
+
+/// Requests and tokens a server completed while the agent was down are counted after
+/// the restart (the counter baselines persist with the agent's state), so the file's
+/// totals equal the server's. The server replays a trace that is quiet for its first
+/// 6 s (so the agent's first scrape reads 0) and serves 40 requests of 3 + 7 tokens
+/// from 6 s to 16 s; the agent is killed at about 8 s and restarted at about 12 s.
+#[test]
+fn tokens_served_while_the_agent_was_down_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let mut trace =
+        String::from("TIMESTAMP,ContextTokens,GeneratedTokens\n2026-12-01 00:00:00.0000000,0,0\n");
+    for i in 0..40 {
+        let t = 6.0 + 0.25 * f64::from(i);
+        trace.push_str(&format!("2026-12-01 00:00:{t:010.7},3,7\n"));
+    }
+    let trace_path = root.join("trace.csv");
+    std::fs::write(&trace_path, trace).expect("trace");
+    let port = harness::free_port();
+    let model = inferwatt_tests::fleet::model_process(
+        "vllm",
+        &["serve", "mistralai/Mistral-7B-Instruct-v0.3"],
+        Some(port),
+        Some(&trace_path),
+        1.0,
+    );
+    let served_from = std::time::Instant::now();
+    let scenario = json!({
+        "epoch_unix_ms": harness::now_unix_ms(),
+        "gpus": [{
+            "uuid": "GPU-7f000000-0000-4000-8000-000000000002",
+            "name": "NVIDIA A100-SXM4-80GB",
+            "idle_w": 60.0, "max_w": 400.0, "memory_total_bytes": 85_899_345_920u64,
+            "processes": [{"pid": model.pid(), "used_memory_bytes": 20_000_000_000u64, "start_s": 0.0}],
+            "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [{"pid": model.pid(), "sm_util": 50.0, "weight": 1.0}]}]
+        }]
+    });
+    let scenario_path = root.join("scenario.json");
+    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
+    let out = root.join("intervals.lp");
+    let config_path = root.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = true\ninterval_s = 1.0\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+            harness::sim_library().display(),
+            root.join("state").display(),
+            out.display()
+        ),
+    )
+    .expect("config");
+    let agent = || {
+        Proc::spawn(
+            "inferwatt-agent",
+            Command::new(harness::bin("inferwatt-agent"))
+                .args(["run", "--config"])
+                .arg(&config_path)
+                .env("FAKE_NVML_SCENARIO", &scenario_path),
+        )
+    };
+    let sleep_until = |s: f64| {
+        let at = served_from + Duration::from_secs_f64(s);
+        if let Some(d) = at.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(d);
+        }
+    };
+    let tokens = |points: &[Point], field: &str| -> f64 {
+        points
+            .iter()
+            .filter(|p| p.measurement == "model_usage")
+            .map(|p| p.field_f64(field).unwrap_or(0.0))
+            .sum()
+    };
+    let mut first = agent();
+    sleep_until(8.0);
+    first.signal("KILL");
+    let before = tokens(&harness::read_points(&out), "output_tokens");
+    assert!(
+        before < 280.0,
+        "the kill came before the trace ended ({before} tokens)"
+    );
+    sleep_until(12.0);
+    let mut second = agent();
+    harness::wait_for("all 280 output tokens", Duration::from_secs(30), || {
+        (tokens(&harness::read_points(&out), "output_tokens") >= 280.0).then_some(())
+    });
+    // A little longer: nothing may be counted twice either.
+    std::thread::sleep(Duration::from_secs(2));
+    second.signal("TERM");
+    let points = harness::read_points(&out);
+    assert_eq!(tokens(&points, "output_tokens"), 280.0, "output tokens");
+    assert_eq!(tokens(&points, "input_tokens"), 120.0, "input tokens");
+    assert_eq!(tokens(&points, "requests"), 40.0, "requests");
+}

@@ -384,7 +384,7 @@ impl<R: GpuReader> Sampler<R> {
             }
 
             // Processes and their models.
-            let sm = interval_sm_util(reading.util_samples.as_deref());
+            let sm = interval_sm_util(reading.util_samples.as_deref(), reading.util_pct);
             let mut activity = Vec::with_capacity(reading.processes.len());
             for p in &reading.processes {
                 live_pids.insert(p.pid);
@@ -964,20 +964,28 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     while !stop.load(Ordering::SeqCst) {
         let out = sampler.sample();
         let points = out.points(sampler.origin());
-        match inferwatt_core::lineproto::encode(&points) {
+        // One encoding per tick: the state's write-ahead copy, the file and the spool
+        // all take the same bytes.
+        let body = match inferwatt_core::lineproto::encode(&points) {
             Ok(body) => {
                 sampler.persist_state(&body);
+                Some(body)
             }
-            Err(e) => tracing::warn!(error = %e, "cannot encode this interval"),
-        }
-        if let Some(f) = file.as_mut() {
-            if let Err(e) = f.write(&points) {
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode this interval");
+                None
+            }
+        };
+        if let (Some(f), Some(body)) = (file.as_mut(), body.as_deref()) {
+            if let Err(e) = f.write_raw(body) {
                 tracing::warn!(error = %e, "file sink write failed");
             }
         }
         if let Some((handle, _)) = &ship {
-            if let Err(e) = handle.enqueue(&points) {
-                tracing::warn!(error = %e, "cannot spool this interval");
+            if let Some(body) = body.as_deref() {
+                if let Err(e) = handle.enqueue_encoded(body) {
+                    tracing::warn!(error = %e, "cannot spool this interval");
+                }
             }
             let s = handle.stats();
             let mut m = metrics.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1053,13 +1061,15 @@ fn redeliver(body: &str, file: Option<&mut FileSink>, ship: Option<&inferwatt_sh
         }
     }
     if let Some(h) = ship {
+        // Check it before it enters the spool: a corrupt state file must not become a
+        // batch the collector refuses.
         match inferwatt_core::lineproto::decode(
             body.as_bytes(),
             inferwatt_core::lineproto::Precision::Nanoseconds,
             0,
         ) {
-            Ok(points) => {
-                if let Err(e) = h.enqueue(&points) {
+            Ok(_) => {
+                if let Err(e) = h.enqueue_encoded(body) {
                     tracing::warn!(error = %e, "cannot spool the previous run's last interval");
                 }
             }

@@ -113,6 +113,18 @@ impl ShipHandle {
         Ok(())
     }
 
+    /// Durably appends an interval already encoded as line protocol (every line with
+    /// its timestamp, newline-terminated), so a producer that encodes once for its own
+    /// write-ahead record does not encode again (fsync before returning Ok).
+    pub fn enqueue_encoded(&self, body: &str) -> Result<(), ShipError> {
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.shared.spool().append(body.as_bytes())?;
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+
     /// Current shipping statistics.
     pub fn stats(&self) -> ShipStats {
         let (spool_bytes, spool_batches, sc) = {

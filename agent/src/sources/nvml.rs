@@ -423,11 +423,22 @@ pub fn mean_sm_util(samples: &[UtilSample]) -> BTreeMap<u32, f64> {
     sums.into_iter().map(|(pid, sum)| (pid, sum / n)).collect()
 }
 
-/// The interval's SM utilisation per pid, or `None` when the GPU gave no samples at all
-/// (unsupported, or none arrived): then the split falls back to memory, not to an equal
-/// share of "nobody computed".
-pub fn interval_sm_util(samples: Option<&[UtilSample]>) -> Option<BTreeMap<u32, f64>> {
-    samples.filter(|s| !s.is_empty()).map(mean_sm_util)
+/// The interval's SM utilisation per pid, or `None` when it is unknown. NVML reports
+/// non-zero samples only, so an interval without any sample means either that nobody
+/// computed or that the samples were lost; the device's own utilisation (`util_pct`)
+/// tells them apart. Nobody computed (device at 0%): every process at 0, an equal
+/// split of what little active energy there is. Samples lost while the device was busy,
+/// or unsupported: `None`, and the split falls back to memory.
+pub fn interval_sm_util(
+    samples: Option<&[UtilSample]>,
+    util_pct: Option<f64>,
+) -> Option<BTreeMap<u32, f64>> {
+    match samples {
+        None => None,
+        Some([]) if util_pct.is_some_and(|u| u <= 0.0) => Some(BTreeMap::new()),
+        Some([]) => None,
+        Some(s) => Some(mean_sm_util(s)),
+    }
 }
 
 #[cfg(test)]
@@ -436,15 +447,28 @@ mod tests {
 
     #[test]
     fn no_samples_at_all_is_unknown_not_zero() {
-        assert_eq!(interval_sm_util(None), None);
-        assert_eq!(interval_sm_util(Some(&[])), None);
+        assert_eq!(interval_sm_util(None, Some(50.0)), None);
+        assert_eq!(
+            interval_sm_util(Some(&[]), Some(50.0)),
+            None,
+            "lost while busy"
+        );
+        assert_eq!(interval_sm_util(Some(&[]), None), None);
+        assert_eq!(
+            interval_sm_util(Some(&[]), Some(0.0)),
+            Some(BTreeMap::new()),
+            "nobody computed"
+        );
         let s = [UtilSample {
             pid: 7,
             timestamp_us: 1,
             sm_util: 0,
             mem_util: 0,
         }];
-        assert_eq!(interval_sm_util(Some(&s)).map(|m| m[&7]), Some(0.0));
+        assert_eq!(
+            interval_sm_util(Some(&s), Some(1.0)).map(|m| m[&7]),
+            Some(0.0)
+        );
     }
 
     #[test]

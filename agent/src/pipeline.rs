@@ -167,10 +167,11 @@ pub struct Sampler<R: GpuReader> {
     resumed: HashSet<String>,
     factors: LocalFactors,
     pending_usage: PendingUsage,
-    /// Monotonic times (ns) of the last usage, site and host points.
-    last_usage_mono: Option<i64>,
+    /// (wall, monotonic) times (ns) of the last usage and host points, and the
+    /// monotonic time of the last site point.
+    last_usage_at: Option<(i64, i64)>,
     last_site_mono: Option<i64>,
-    last_host_mono: Option<i64>,
+    last_host_at: Option<(i64, i64)>,
     pub metrics: SharedMetrics,
     pub endpoints: Endpoints,
 }
@@ -232,9 +233,9 @@ impl<R: GpuReader> Sampler<R> {
             resumed: HashSet::new(),
             factors,
             pending_usage,
-            last_usage_mono: None,
+            last_usage_at: None,
             last_site_mono: None,
-            last_host_mono: None,
+            last_host_at: None,
             metrics,
             endpoints: Arc::new(Mutex::new(BTreeMap::new())),
             reader,
@@ -585,11 +586,11 @@ impl<R: GpuReader> Sampler<R> {
         let ticks_now = self.procs.cpu_ticks(&pids);
         let host_now = self.procs.host_busy_ticks();
         let interval_s = self
-            .last_host_mono
-            .map_or(self.cfg.sampling.interval_s, |t| {
-                (now_mono - t) as f64 / 1e9
+            .last_host_at
+            .map_or(self.cfg.sampling.interval_s, |(w, m)| {
+                crate::sample::interval_length_ns(now_ns - w, now_mono - m) as f64 / 1e9
             });
-        self.last_host_mono = Some(now_mono);
+        self.last_host_at = Some((now_ns, now_mono));
         if let (Some(before), Some(now)) = (self.host_ticks, host_now) {
             let deltas = crate::host_split::tick_deltas(&self.cpu_ticks, &ticks_now);
             let shares = crate::host_split::cpu_shares(now.saturating_sub(before), &deltas);
@@ -626,11 +627,11 @@ impl<R: GpuReader> Sampler<R> {
             std::mem::take(&mut ledger.pending)
         };
         let interval_s = self
-            .last_usage_mono
-            .map_or(self.cfg.sampling.interval_s, |t| {
-                (now_mono - t) as f64 / 1e9
+            .last_usage_at
+            .map_or(self.cfg.sampling.interval_s, |(w, m)| {
+                crate::sample::interval_length_ns(now_ns - w, now_mono - m) as f64 / 1e9
             });
-        self.last_usage_mono = Some(now_mono);
+        self.last_usage_at = Some((now_ns, now_mono));
         pending
             .into_iter()
             .filter(|(_, c)| c.requests + c.input_tokens + c.output_tokens > 0)

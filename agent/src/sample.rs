@@ -48,10 +48,21 @@ pub struct IntervalEnergy {
 /// at most 500 ppm (0.5 ms per second), so anything this size is a step.
 pub const CLOCK_STEP_FLAG_S: f64 = 0.1;
 
+/// The interval's length (ns): the wall-clock length, so that consecutive intervals
+/// tile exactly (each starts where the previous ended), unless the wall clock stepped
+/// by [`CLOCK_STEP_FLAG_S`] or more within it; then the monotonic length.
+pub fn interval_length_ns(wall_ns: i64, mono_ns: i64) -> i64 {
+    if ((wall_ns - mono_ns) as f64).abs() < CLOCK_STEP_FLAG_S * 1e9 {
+        wall_ns
+    } else {
+        mono_ns
+    }
+}
+
 impl IntervalEnergy {
-    /// The interval's length, from the monotonic clock.
+    /// The interval's length (s): wall-clock, or monotonic across a clock step.
     pub fn interval_s(&self) -> f64 {
-        self.dt_ns as f64 / 1e9
+        interval_length_ns(self.end_ns - self.start_ns, self.dt_ns) as f64 / 1e9
     }
 
     /// How far the wall clock stepped during the interval (wall length − monotonic
@@ -118,7 +129,7 @@ pub const AVERAGE_WINDOW_MAX_S: f64 = 1.5;
 /// Energy between two readings of one GPU.
 pub fn interval_between(prev: EnergyReading, cur: EnergyReading) -> IntervalEnergy {
     let dt_ns = cur.mono_ns - prev.mono_ns;
-    let dt_s = dt_ns as f64 / 1e9;
+    let dt_s = interval_length_ns(cur.t_ns - prev.t_ns, dt_ns) as f64 / 1e9;
     let mut out = IntervalEnergy {
         start_ns: prev.t_ns,
         end_ns: cur.t_ns,

@@ -387,3 +387,83 @@ pub fn fake_powercap(
     });
     run
 }
+
+/// An agent on the simulated driver that writes its intervals to a file sink: the
+/// scenario, the configuration, the state directory and the output, all under one root.
+#[derive(Debug, Clone)]
+pub struct FileAgent {
+    pub config: PathBuf,
+    pub scenario: PathBuf,
+    pub out: PathBuf,
+    pub state: PathBuf,
+}
+
+impl FileAgent {
+    /// Writes `scenario` and a configuration of `sections` (TOML tables other than
+    /// `[nvml]`, `[prometheus]`, `[state]` and `[file]`, which this sets: the simulated
+    /// library, no Prometheus endpoint, and both under `root`).
+    pub fn prepare(root: &Path, scenario: &serde_json::Value, sections: &str) -> FileAgent {
+        let agent = FileAgent {
+            config: root.join("agent.toml"),
+            scenario: root.join("scenario.json"),
+            out: root.join("intervals.lp"),
+            state: root.join("state"),
+        };
+        std::fs::write(&agent.scenario, scenario.to_string()).expect("write scenario");
+        std::fs::write(
+            &agent.config,
+            format!(
+                "{sections}\n[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
+                sim_library().display(),
+                agent.state.display(),
+                agent.out.display()
+            ),
+        )
+        .expect("write agent config");
+        agent
+    }
+
+    /// `inferwatt-agent run` on this configuration and scenario, through `wrapper`
+    /// (e.g. `["taskset", "-c", "0"]`) when it is not empty.
+    pub fn command(&self, wrapper: &[&str]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("inferwatt-agent"));
+                c
+            }
+            None => Command::new(bin("inferwatt-agent")),
+        };
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .env("FAKE_NVML_SCENARIO", &self.scenario);
+        cmd
+    }
+
+    /// Starts the agent.
+    pub fn spawn(&self) -> Proc {
+        Proc::spawn("inferwatt-agent", &mut self.command(&[]))
+    }
+
+    /// The points written so far.
+    pub fn points(&self) -> Vec<inferwatt_core::lineproto::Point> {
+        read_points(&self.out)
+    }
+
+    /// Waits until the file holds `n` points of `measurement`.
+    pub fn wait_for_points(&self, measurement: &str, n: usize) {
+        wait_for(
+            &format!("{n} '{measurement}' points"),
+            Duration::from_secs(30),
+            || {
+                (self
+                    .points()
+                    .iter()
+                    .filter(|p| p.measurement == measurement)
+                    .count()
+                    >= n)
+                    .then_some(())
+            },
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use inferwatt_core::lineproto::Point;
 use inferwatt_tests::fleet::model_process;
-use inferwatt_tests::harness::{self, Proc};
+use inferwatt_tests::harness::{self, FileAgent, Proc};
 use serde_json::json;
 
 const GPU_MEM: &str = "GPU-fa000000-0000-4000-8000-000000000001";
@@ -73,37 +73,15 @@ fn missing_samples_split_by_memory_and_a_failed_process_query_is_unattributed() 
             }
         ]
     });
-    let scenario_path = root.join("scenario.json");
-    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
-    let out = root.join("intervals.lp");
-    let config_path = root.join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[site]\npue = 1.2\nwue_l_per_kwh = 0.3\newif_l_per_kwh = 3.0\n[sampling.idle_power_w]\n\"NVIDIA H100 80GB HBM3\" = 70.0\n[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
-            harness::sim_library().display(),
-            root.join("state").display(),
-            out.display()
-        ),
-    )
-    .expect("config");
-    let mut agent = Proc::spawn(
-        "inferwatt-agent",
-        Command::new(harness::bin("inferwatt-agent"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("FAKE_NVML_SCENARIO", &scenario_path),
+    let agent = FileAgent::prepare(
+        root,
+        &scenario,
+        "[site]\npue = 1.2\nwue_l_per_kwh = 0.3\newif_l_per_kwh = 3.0\n[sampling.idle_power_w]\n\"NVIDIA H100 80GB HBM3\" = 70.0\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n",
     );
-    harness::wait_for("4 intervals per GPU", Duration::from_secs(30), || {
-        (harness::read_points(&out)
-            .iter()
-            .filter(|p| p.measurement == "gpu")
-            .count()
-            >= 8)
-            .then_some(())
-    });
-    agent.signal("TERM");
-    let points = harness::read_points(&out);
+    let mut run = agent.spawn();
+    agent.wait_for_points("gpu", 8);
+    run.signal("TERM");
+    let points = agent.points();
     let rows = |uuid: &str| -> Vec<&Point> {
         points
             .iter()
@@ -189,41 +167,22 @@ fn host_energy_charged_to_models_stays_within_rapl_under_a_cpu_limit() {
             ]}]
         }]
     });
-    let scenario_path = root.join("scenario.json");
-    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
-    let out = root.join("intervals.lp");
-    let config_path = root.join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = true\npowercap_root = \"{}\"\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
-            harness::sim_library().display(),
-            powercap.display(),
-            root.join("state").display(),
-            out.display()
+    let agent = FileAgent::prepare(
+        root,
+        &scenario,
+        &format!(
+            "[server_metrics]\ndiscover = false\n[host]\nrapl = true\npowercap_root = \"{}\"\n",
+            powercap.display()
         ),
-    )
-    .expect("config");
-    let mut agent = Proc::spawn(
-        "inferwatt-agent",
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(harness::bin("inferwatt-agent"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("FAKE_NVML_SCENARIO", &scenario_path),
     );
-    harness::wait_for("6 host intervals", Duration::from_secs(30), || {
-        (harness::read_points(&out)
-            .iter()
-            .filter(|p| p.measurement == "host_energy")
-            .count()
-            >= 6)
-            .then_some(())
-    });
-    agent.signal("TERM");
+    let mut run = Proc::spawn(
+        "inferwatt-agent",
+        &mut agent.command(&["taskset", "-c", "0"]),
+    );
+    agent.wait_for_points("host_energy", 6);
+    run.signal("TERM");
     rapl.store(false, std::sync::atomic::Ordering::Relaxed);
-    let points = harness::read_points(&out);
+    let points = agent.points();
     let rapl_j: f64 = points
         .iter()
         .filter(|p| p.measurement == "host_energy")
@@ -278,35 +237,25 @@ fn wall_clock_steps_lose_no_energy_and_are_flagged() {
             ]}]
         }]
     });
-    let scenario_path = root.join("scenario.json");
-    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
     let offset = root.join("faketime");
     std::fs::write(&offset, "+0\n").expect("offset");
-    let out = root.join("intervals.lp");
-    let config_path = root.join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
-            harness::sim_library().display(),
-            root.join("state").display(),
-            out.display()
-        ),
-    )
-    .expect("config");
-    let mut agent = Proc::spawn(
+    let agent = FileAgent::prepare(
+        root,
+        &scenario,
+        "[server_metrics]\ndiscover = false\n[host]\nrapl = false\n",
+    );
+    let mut run = Proc::spawn(
         "inferwatt-agent",
-        Command::new(harness::bin("inferwatt-agent"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("FAKE_NVML_SCENARIO", &scenario_path)
+        agent
+            .command(&[])
             .env("LD_PRELOAD", faketime)
             .env("FAKETIME_TIMESTAMP_FILE", &offset)
             .env("FAKETIME_NO_CACHE", "1")
             .env("DONT_FAKE_MONOTONIC", "1"),
     );
     let gpu_points = || -> Vec<Point> {
-        harness::read_points(&out)
+        agent
+            .points()
             .into_iter()
             .filter(|p| p.measurement == "gpu")
             .collect()
@@ -324,7 +273,7 @@ fn wall_clock_steps_lose_no_energy_and_are_flagged() {
     harness::wait_for("3 more intervals", Duration::from_secs(30), || {
         (gpu_points().len() >= n + 3).then_some(())
     });
-    agent.signal("TERM");
+    run.signal("TERM");
 
     let points = gpu_points();
     let steps: Vec<f64> = points

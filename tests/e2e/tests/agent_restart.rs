@@ -209,29 +209,11 @@ fn tokens_served_while_the_agent_was_down_are_counted() {
             "phases": [{"start_s": 0.0, "end_s": 600.0, "procs": [{"pid": model.pid(), "sm_util": 50.0, "weight": 1.0}]}]
         }]
     });
-    let scenario_path = root.join("scenario.json");
-    std::fs::write(&scenario_path, scenario.to_string()).expect("write scenario");
-    let out = root.join("intervals.lp");
-    let config_path = root.join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[nvml]\nlibrary = \"{}\"\n[prometheus]\nenabled = false\n[server_metrics]\ndiscover = true\ninterval_s = 1.0\n[host]\nrapl = false\n[state]\ndir = \"{}\"\n[file]\npath = \"{}\"\n",
-            harness::sim_library().display(),
-            root.join("state").display(),
-            out.display()
-        ),
-    )
-    .expect("config");
-    let agent = || {
-        Proc::spawn(
-            "inferwatt-agent",
-            Command::new(harness::bin("inferwatt-agent"))
-                .args(["run", "--config"])
-                .arg(&config_path)
-                .env("FAKE_NVML_SCENARIO", &scenario_path),
-        )
-    };
+    let agent = harness::FileAgent::prepare(
+        root,
+        &scenario,
+        "[server_metrics]\ndiscover = true\ninterval_s = 1.0\n[host]\nrapl = false\n",
+    );
     let sleep_until = |s: f64| {
         let at = served_from + Duration::from_secs_f64(s);
         if let Some(d) = at.checked_duration_since(std::time::Instant::now()) {
@@ -245,23 +227,23 @@ fn tokens_served_while_the_agent_was_down_are_counted() {
             .map(|p| p.field_f64(field).unwrap_or(0.0))
             .sum()
     };
-    let mut first = agent();
+    let mut first = agent.spawn();
     sleep_until(8.0);
     first.signal("KILL");
-    let before = tokens(&harness::read_points(&out), "output_tokens");
+    let before = tokens(&agent.points(), "output_tokens");
     assert!(
         before < 280.0,
         "the kill came before the trace ended ({before} tokens)"
     );
     sleep_until(12.0);
-    let mut second = agent();
+    let mut second = agent.spawn();
     harness::wait_for("all 280 output tokens", Duration::from_secs(30), || {
-        (tokens(&harness::read_points(&out), "output_tokens") >= 280.0).then_some(())
+        (tokens(&agent.points(), "output_tokens") >= 280.0).then_some(())
     });
     // A little longer: nothing may be counted twice either.
     std::thread::sleep(Duration::from_secs(2));
     second.signal("TERM");
-    let points = harness::read_points(&out);
+    let points = agent.points();
     assert_eq!(tokens(&points, "output_tokens"), 280.0, "output tokens");
     assert_eq!(tokens(&points, "input_tokens"), 120.0, "input tokens");
     assert_eq!(tokens(&points, "requests"), 40.0, "requests");

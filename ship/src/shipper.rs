@@ -302,14 +302,17 @@ impl Shipper {
         };
         match outcome {
             Outcome::Committed => {
-                let n = batch.records;
-                with_spool(&self.shared, move |s| s.ack(n))
-                    .await
-                    .map_err(spool_trouble)?;
+                // Counted before the spool forgets the batch, so a reader that sees the
+                // spool empty sees every point it held as sent (the victoria test read
+                // the stats between the two and found the last batch missing).
                 let c = &self.shared.counters;
                 c.sent_points.fetch_add(batch.points, Ordering::Relaxed);
                 c.last_success_ms
                     .store(unix_ns() as u64 / 1_000_000, Ordering::Relaxed);
+                let n = batch.records;
+                with_spool(&self.shared, move |s| s.ack(n))
+                    .await
+                    .map_err(spool_trouble)?;
                 Ok(true)
             }
             Outcome::Rejected { status, message } => {

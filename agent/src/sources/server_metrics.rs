@@ -231,7 +231,7 @@ struct Mapping {
     series: &'static [(&'static str, Field)],
 }
 
-/// The server kinds whose counters the agent knows (each has a [`mapping`]).
+/// The server kinds whose counters the agent knows (each has a counter mapping).
 pub const SERVER_KINDS: &[&str] = &["vllm", "sglang", "tgi", "llamacpp"];
 
 fn mapping(server: &str) -> Option<Mapping> {

@@ -237,6 +237,36 @@ impl<'a> Ctx<'a> {
             .or_else(|| get(self.defaults).map(|v| (v, "defaults".to_owned())))
     }
 
+    /// A factor nobody configured: the cited `reference` as the report's factor `name`,
+    /// its source marked as a default, and a warning naming the value used and `fix`.
+    /// `what` is (label, name, words before the value, unit after it).
+    fn cited_default(
+        &self,
+        site: &str,
+        (label, name, before, unit): (&str, &str, &str, &str),
+        reference: Option<factors::Factor>,
+        fix: String,
+        warnings: &mut Vec<String>,
+    ) -> Result<ReportFactor, FactorsFileError> {
+        let f = reference.ok_or_else(|| {
+            self.invalid(
+                fix.clone(),
+                format!("no {label} set and the built-in reference is missing; set {fix}"),
+            )
+        })?;
+        let mut rf = ReportFactor::from_core(site, f);
+        out_warning(
+            warnings,
+            format!(
+                "site '{site}': {label} not configured, {before}{}{unit} ({}) used; set {fix}",
+                rf.value, rf.source
+            ),
+        );
+        rf.source = format!("default (no {label} configured): {}", rf.source);
+        rf.name = name.to_owned();
+        Ok(rf)
+    }
+
     fn invalid(&self, key: String, reason: String) -> FactorsFileError {
         FactorsFileError::Invalid {
             file: self.file.to_owned(),
@@ -333,23 +363,14 @@ impl<'a> Ctx<'a> {
             ));
             v
         } else {
-            let f = pue_reference("uptime-2024").ok_or_else(|| {
-                self.invalid(
-                    format!("sites.{site}.pue"),
-                    "no PUE set and the built-in reference is missing; set 'pue'".to_owned(),
-                )
-            })?;
-            let v = f.value;
-            let mut rf = ReportFactor::from_core(site, f);
-            out_warning(
+            let rf = self.cited_default(
+                site,
+                ("PUE", pue_name, "industry average ", ""),
+                pue_reference("uptime-2024"),
+                format!("'sites.{site}.pue' in the factors file or [site] pue in the agent"),
                 &mut out.warnings,
-                format!(
-                    "site '{site}': PUE not configured, industry average {v} ({}) used; set 'sites.{site}.pue' in the factors file or [site] pue in the agent",
-                    rf.source
-                ),
-            );
-            rf.source = format!("default (no PUE configured): {}", rf.source);
-            rf.name = pue_name.to_owned();
+            )?;
+            let v = rf.value;
             push(rf);
             v
         };
@@ -383,24 +404,14 @@ impl<'a> Ctx<'a> {
             v
         } else {
             // Unset is not zero: the cited reference, with a warning.
-            let f = wue_reference("us-average-li").ok_or_else(|| {
-                self.invalid(
-                    format!("sites.{site}.wue_l_per_kwh"),
-                    "no WUE set and the built-in reference is missing; set 'wue_l_per_kwh'"
-                        .to_owned(),
-                )
-            })?;
-            let v = f.value;
-            let mut rf = ReportFactor::from_core(site, f);
-            out_warning(
+            let rf = self.cited_default(
+                site,
+                ("WUE", wue_name, "", " L/kWh"),
+                wue_reference("us-average-li"),
+                format!("'sites.{site}.wue_l_per_kwh' in the factors file or [site] wue_l_per_kwh in the agent"),
                 &mut out.warnings,
-                format!(
-                    "site '{site}': WUE not configured, {v} L/kWh ({}) used; set 'sites.{site}.wue_l_per_kwh' in the factors file or [site] wue_l_per_kwh in the agent",
-                    rf.source
-                ),
-            );
-            rf.source = format!("default (no WUE configured): {}", rf.source);
-            rf.name = wue_name.to_owned();
+            )?;
+            let v = rf.value;
             push(rf);
             v
         };
@@ -475,23 +486,14 @@ impl<'a> Ctx<'a> {
             ));
             v
         } else {
-            let f = ewif_reference("us-average-li").ok_or_else(|| {
-                self.invalid(
-                    format!("sites.{site}.ewif_l_per_kwh"),
-                    "no EWIF set and the built-in reference is missing; set 'ewif_l_per_kwh'"
-                        .to_owned(),
-                )
-            })?;
-            let v = f.value;
-            let mut rf = ReportFactor::from_core(site, f);
-            out_warning(
+            let rf = self.cited_default(
+                site,
+                ("EWIF", "ewif", "", " L/kWh"),
+                ewif_reference("us-average-li"),
+                format!("'sites.{site}.ewif_l_per_kwh' or 'fuel_mix' in the factors file"),
                 &mut out.warnings,
-                format!(
-                    "site '{site}': EWIF not configured, {v} L/kWh ({}) used; set 'sites.{site}.ewif_l_per_kwh' or 'fuel_mix' in the factors file",
-                    rf.source
-                ),
-            );
-            rf.source = format!("default (no EWIF configured): {}", rf.source);
+            )?;
+            let v = rf.value;
             push(rf);
             v
         };

@@ -582,7 +582,13 @@ impl<R: GpuReader> Sampler<R> {
         let host_j = delta.cpu_j + delta.dram_j.unwrap_or(0.0);
         // Split host energy by the GPU processes' share of the host's busy CPU time,
         // both read host-wide from /proc over the same interval (Σ shares ≤ 1).
-        let pids: Vec<u32> = pid_rows.iter().map(|(p, _, _)| *p).collect();
+        // Each pid once, though it may have a row on several GPUs.
+        let pids: Vec<u32> = pid_rows
+            .iter()
+            .map(|(p, _, _)| *p)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .collect();
         let ticks_now = self.procs.cpu_ticks(&pids);
         let host_now = self.procs.host_busy_ticks();
         let interval_s = self

@@ -2,8 +2,9 @@
 //! (METHODOLOGY §2). Pure: it takes plain data and never touches hardware.
 //!
 //! 1. Idle (static) energy `E_idle = min(ΔE, P_idle·Δt)`; active `E_active = ΔE − E_idle`.
-//! 2. Active energy is split among the GPU's processes by SM utilisation; without
-//!    samples by used memory; else equally. Under MIG by instance size (compute slices),
+//! 2. Active energy is split among the GPU's processes by SM utilisation — weighted by
+//!    each model's learned power per percent where the GPU's power model identified it
+//!    (`power_model`, see `power_model.rs`); without samples by used memory; else equally. Under MIG by instance size (compute slices),
 //!    then by memory or equally within an instance.
 //! 3. Idle energy goes to the resident models in proportion to their active energy
 //!    (equally when none is active) under the `resident` policy, or to `_idle` under
@@ -76,6 +77,9 @@ pub struct GpuEnergyInput {
     pub idle_policy: IdlePolicy,
     /// False when the process query failed: the whole interval is `_unattributed`.
     pub processes_known: bool,
+    /// Learned power per percent of SM utilisation per model (the GPU's power model),
+    /// when it identified every model active in the interval; `None`: SM share.
+    pub power_weights: Option<BTreeMap<ModelKey, f64>>,
 }
 
 /// One model's share of a GPU interval.
@@ -189,6 +193,17 @@ fn process_weights(input: &GpuEnergyInput) -> (Vec<f64>, SplitMethod) {
             .iter()
             .map(|p| p.sm_util.unwrap_or(0.0).max(0.0))
             .collect();
+        if let Some(pw) = &input.power_weights {
+            let weighted: Vec<f64> = procs
+                .iter()
+                .zip(&sm)
+                .map(|(p, u)| u * pw.get(&p.model).copied().unwrap_or(0.0).max(0.0))
+                .collect();
+            let total: f64 = weighted.iter().sum();
+            if total > 0.0 && total.is_finite() {
+                return (weighted, SplitMethod::PowerModel);
+            }
+        }
         if sm.iter().sum::<f64>() > 0.0 {
             return (sm, SplitMethod::SmUtil);
         }
@@ -262,6 +277,7 @@ mod tests {
             mig_slices: BTreeMap::new(),
             idle_policy: policy,
             processes_known: true,
+            power_weights: None,
         }
     }
 
@@ -294,6 +310,47 @@ mod tests {
         assert_eq!(find(&rows, "big").method, SplitMethod::Memory);
         assert!((find(&rows, "big").active_j - 350.0).abs() < 1e-9);
         assert!((find(&rows, "small").active_j - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn power_weights_scale_the_sm_share_and_keep_conservation() {
+        // Same utilisation, 1.6 : 0.6 power per percent → 8 : 3 of the active energy.
+        let rows = attribute(&GpuEnergyInput {
+            idle_power_w: 0.0,
+            power_weights: Some(
+                [
+                    (ModelKey::new("prefill", "vllm"), 1.6),
+                    (ModelKey::new("decode", "vllm"), 0.6),
+                ]
+                .into(),
+            ),
+            ..input(
+                1100.0,
+                vec![
+                    proc(1, "prefill", Some(30.0), None),
+                    proc(2, "decode", Some(30.0), None),
+                ],
+                IdlePolicy::Resident,
+            )
+        });
+        assert_eq!(find(&rows, "prefill").method, SplitMethod::PowerModel);
+        assert!((find(&rows, "prefill").active_j - 800.0).abs() < 1e-9);
+        assert!((find(&rows, "decode").active_j - 300.0).abs() < 1e-9);
+        // All-zero weights fall back to the SM share.
+        let rows = attribute(&GpuEnergyInput {
+            idle_power_w: 0.0,
+            power_weights: Some([(ModelKey::new("prefill", "vllm"), 0.0)].into()),
+            ..input(
+                100.0,
+                vec![
+                    proc(1, "prefill", Some(30.0), None),
+                    proc(2, "decode", Some(10.0), None),
+                ],
+                IdlePolicy::Resident,
+            )
+        });
+        assert_eq!(find(&rows, "prefill").method, SplitMethod::SmUtil);
+        assert!((find(&rows, "prefill").active_j - 75.0).abs() < 1e-9);
     }
 
     fn find<'a>(rows: &'a [ModelShare], model: &str) -> &'a ModelShare {
@@ -446,6 +503,7 @@ mod tests {
             dt in 0.05f64..10.0,
             sms in proptest::collection::vec(proptest::option::of(0.0f64..100.0), 0..6),
             separate in any::<bool>(),
+            betas in proptest::option::of(proptest::collection::vec(0.0f64..20.0, 3)),
         ) {
             let processes = sms.iter().enumerate().map(|(i, sm)| {
                 proc(i as u32, &format!("m{}", i % 3), *sm, Some(i as u64))
@@ -458,6 +516,9 @@ mod tests {
                 mig_slices: BTreeMap::new(),
                 idle_policy: if separate { IdlePolicy::Separate } else { IdlePolicy::Resident },
                 processes_known: true,
+                power_weights: betas.map(|b| {
+                    (0..3).map(|i| (ModelKey::new(format!("m{i}"), "vllm"), b[i])).collect()
+                }),
             };
             let rows = attribute(&inp);
             let sum: f64 = rows.iter().map(ModelShare::total_j).sum();

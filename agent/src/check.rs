@@ -118,6 +118,50 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
         }
     }
 
+    // The running agent's power model, from its state file: why each GPU's models got
+    // their shares.
+    let saved = crate::pipeline::AgentState::load(&cfg.state.dir);
+    let _ = writeln!(
+        o,
+        "Split: {}",
+        match cfg.sampling.split {
+            crate::config::SplitChoice::PowerModel => format!(
+                "power_model (window {} s, at least {} intervals); the running agent's state says:",
+                cfg.sampling.power_model.window_s, cfg.sampling.power_model.min_intervals
+            ),
+            crate::config::SplitChoice::SmUtil => "sm_util (configured)".to_string(),
+        }
+    );
+    if cfg.sampling.split == crate::config::SplitChoice::PowerModel {
+        let now_ns = crate::sources::nvml::now_ns();
+        let mut any = false;
+        for g in reader.gpus() {
+            if let Some(s) = saved.power_models.get(&g.uuid) {
+                any = true;
+                let _ = writeln!(o, "  GPU {}:", g.index);
+                for line in crate::pipeline::power::describe(s, now_ns) {
+                    let _ = writeln!(o, "      {line}");
+                }
+            }
+        }
+        if !any {
+            let _ = writeln!(
+                o,
+                "  nothing yet (no state in '{}'): shares come from the SM share until a running agent's window identifies the models",
+                cfg.state.dir.display()
+            );
+        }
+    }
+    for g in reader.gpus() {
+        if let Some(w) = saved.idle_w.get(&g.uuid) {
+            let _ = writeln!(
+                o,
+                "Static power of GPU {} measured with no process: {w:.1} W (kept across restarts)",
+                g.index
+            );
+        }
+    }
+
     let interval = Duration::from_secs_f64(cfg.sampling.interval_s);
     let metrics = crate::sinks::prometheus::Metrics::shared();
     let site = cfg.site.clone();

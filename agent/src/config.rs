@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribution::IdlePolicy;
 use crate::identify::RuleConfig;
+use crate::power_model::PowerModelConfig;
 
 /// Errors of loading a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,21 @@ pub struct SamplingConfig {
     /// Static power per GPU name (e.g. `"NVIDIA H100 80GB HBM3" = 70.0`); GPUs not
     /// listed learn it as the lowest power seen with no compute process.
     pub idle_power_w: BTreeMap<String, f64>,
+    /// How active energy is split among models sharing a GPU: `power_model` (SM
+    /// utilisation weighted by each model's learned power per percent, falling back to
+    /// the SM share where the window does not identify it) or `sm_util`.
+    pub split: SplitChoice,
+    /// The power model's window (`[sampling.power_model]`).
+    pub power_model: PowerModelConfig,
+}
+
+/// `[sampling] split`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitChoice {
+    #[default]
+    PowerModel,
+    SmUtil,
 }
 
 impl Default for SamplingConfig {
@@ -120,6 +136,8 @@ impl Default for SamplingConfig {
             interval_s: 1.0,
             idle_policy: IdlePolicy::Resident,
             idle_power_w: BTreeMap::new(),
+            split: SplitChoice::PowerModel,
+            power_model: PowerModelConfig::default(),
         }
     }
 }
@@ -277,6 +295,28 @@ impl Config {
                 format!("'{}' is outside 0.1 to 60 seconds", s.interval_s),
             ));
         }
+        let pm = &s.power_model;
+        if !(pm.window_s.is_finite() && (10.0..=86_400.0).contains(&pm.window_s)) {
+            return Err(bad(
+                "sampling.power_model.window_s",
+                format!("'{}' is outside 10 to 86400 seconds", pm.window_s),
+            ));
+        }
+        if !(2..=100_000).contains(&pm.min_intervals) {
+            return Err(bad(
+                "sampling.power_model.min_intervals",
+                format!("'{}' is outside 2 to 100000", pm.min_intervals),
+            ));
+        }
+        if (pm.min_intervals as f64) * s.interval_s > pm.window_s {
+            return Err(bad(
+                "sampling.power_model.min_intervals",
+                format!(
+                    "{} intervals of {} s do not fit in window_s = {}: the power model would never be used",
+                    pm.min_intervals, s.interval_s, pm.window_s
+                ),
+            ));
+        }
         for (name, w) in &s.idle_power_w {
             if !(w.is_finite() && *w >= 0.0 && *w <= 5000.0) {
                 return Err(bad(
@@ -416,6 +456,16 @@ zone = ""
 interval_s = 1.0
 # Idle GPU energy: "resident" (to the models on the GPU) or "separate" (to `_idle`).
 idle_policy = "resident"
+# Split of active energy among models sharing a GPU: "power_model" (SM utilisation
+# weighted by each model's learned watts per percent; SM share until the window
+# identifies them) or "sm_util".
+split = "power_model"
+
+# The power model's sliding window: its length in seconds, and how many intervals it
+# (and each model in it) needs before its weights are used.
+[sampling.power_model]
+window_s = 120.0
+min_intervals = 20
 
 # Static power per GPU name; GPUs not listed learn it (lowest power with no process).
 [sampling.idle_power_w]
@@ -524,6 +574,14 @@ mod tests {
         );
         assert!(err("[site]\npue = 0.8").contains("key 'site.pue'"));
         assert!(err("[sampling]\nidle_policy = \"greedy\"").contains("unknown variant `greedy`"));
+        assert!(err("[sampling]\nsplit = \"guess\"").contains("unknown variant `guess`"));
+        assert!(
+            err("[sampling.power_model]\nwindow_s = 5.0").contains("sampling.power_model.window_s")
+        );
+        assert!(
+            err("[sampling.power_model]\nwindow_s = 10.0\nmin_intervals = 50")
+                .contains("do not fit in window_s")
+        );
         assert!(err("[prometheus]\nlisten = \"nowhere\"").contains("listen"));
         assert!(!err("[site]\npue = \"high\"").contains('\n'));
     }

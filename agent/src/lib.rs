@@ -17,6 +17,7 @@ pub mod footprint;
 pub mod host_split;
 pub mod identify;
 pub mod pipeline;
+pub mod power_model;
 pub mod sample;
 pub mod sinks;
 pub mod sources;

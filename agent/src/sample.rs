@@ -78,7 +78,45 @@ impl IntervalEnergy {
 pub struct GpuSampler {
     last: Option<EnergyReading>,
     learned_idle_w: Option<f64>,
+    /// Energy and seconds of the current run of consecutive intervals with no process.
+    idle_run: (f64, f64),
 }
+
+/// The lowest mean power over runs of at least [`IDLE_RUN_S`] of consecutive intervals:
+/// a floor on the static power that one short, quantised interval cannot drag down.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunMinPower {
+    run: (f64, f64),
+    best: Option<f64>,
+}
+
+impl RunMinPower {
+    /// Adds an interval's energy and length.
+    pub fn observe(&mut self, energy_j: f64, dt_s: f64) {
+        if !(energy_j.is_finite() && energy_j >= 0.0 && dt_s.is_finite() && dt_s > 0.0) {
+            return;
+        }
+        self.run.0 += energy_j;
+        self.run.1 += dt_s;
+        if self.run.1 >= IDLE_RUN_S {
+            let p = self.run.0 / self.run.1;
+            self.best = Some(self.best.map_or(p, |b| b.min(p)));
+            self.run = (0.0, 0.0);
+        }
+    }
+
+    /// The lowest run mean so far; before the first full run, the mean of what was seen.
+    pub fn value(&self) -> Option<f64> {
+        self.best
+            .or((self.run.1 > 0.0).then(|| self.run.0 / self.run.1))
+    }
+}
+
+/// Seconds of consecutive intervals with no compute process over which one static-power
+/// measurement is averaged. A single short interval's mean power is off by up to one
+/// counter step (NVML's counter advances in steps; 100 ms in the simulator) divided by
+/// its length — ±20% at 0.5 s — and the lowest of many such values is biased low.
+pub const IDLE_RUN_S: f64 = 10.0;
 
 impl GpuSampler {
     pub fn new() -> Self {
@@ -90,6 +128,7 @@ impl GpuSampler {
         GpuSampler {
             last: Some(last),
             learned_idle_w: None,
+            idle_run: (0.0, 0.0),
         }
     }
 
@@ -109,7 +148,25 @@ impl GpuSampler {
         Some(interval_between(prev, cur))
     }
 
-    /// Lowers the learned static power if `power_w` was seen with no compute process.
+    /// Adds an interval with no compute process (`idle`) to the current idle run, or ends
+    /// the run (`!idle`). A run of [`IDLE_RUN_S`] or more is one measurement of the static
+    /// power (its mean), which lowers the learned value if below it.
+    pub fn observe_interval(&mut self, energy_j: f64, dt_s: f64, idle: bool) {
+        if !(idle && energy_j.is_finite() && dt_s.is_finite() && dt_s > 0.0) {
+            self.idle_run = (0.0, 0.0);
+            return;
+        }
+        self.idle_run.0 += energy_j;
+        self.idle_run.1 += dt_s;
+        if self.idle_run.1 >= IDLE_RUN_S {
+            let (e, t) = self.idle_run;
+            self.observe_idle_power(e / t);
+            self.idle_run = (0.0, 0.0);
+        }
+    }
+
+    /// Lowers the learned static power if `power_w` was measured with no compute process
+    /// (an idle run's mean, or a value kept from an earlier run).
     pub fn observe_idle_power(&mut self, power_w: f64) {
         if power_w.is_finite() && power_w > 0.0 {
             self.learned_idle_w = Some(self.learned_idle_w.map_or(power_w, |w| w.min(power_w)));
@@ -249,6 +306,33 @@ mod tests {
         s.observe_idle_power(80.0);
         s.observe_idle_power(f64::NAN);
         assert_eq!(s.learned_idle_w(), Some(70.0));
+        // Short idle intervals are averaged over a run: one 0.4 s-worth counter step in a
+        // 0.5 s interval (56 W) does not become the static power.
+        let mut s = GpuSampler::new();
+        s.observe_interval(28.0, 0.5, true);
+        assert_eq!(s.learned_idle_w(), None);
+        // The lowest power seen is a run mean too: a zero-energy interval does not make it 0.
+        let mut m = RunMinPower::default();
+        m.observe(0.0, 0.5);
+        m.observe(100.0, 0.5);
+        assert_eq!(m.value(), Some(100.0));
+        for _ in 0..20 {
+            m.observe(40.0, 0.5);
+        }
+        assert!(
+            (m.value().expect("a run") - 82.0).abs() < 1e-9,
+            "(0 + 100 + 18·40) J over 10 s"
+        );
+        for _ in 0..19 {
+            s.observe_interval(35.0 + 7.0 / 19.0, 0.5, true);
+        }
+        assert!((s.learned_idle_w().expect("a 10 s run") - 70.0).abs() < 1e-9);
+        // A busy interval ends the run.
+        let mut s = GpuSampler::new();
+        for i in 0..30 {
+            s.observe_interval(35.0, 0.5, i % 10 != 9);
+        }
+        assert_eq!(s.learned_idle_w(), None);
     }
 
     #[test]

@@ -72,6 +72,9 @@ impl EnergySource {
 pub enum SplitMethod {
     /// In proportion to per-process SM utilisation samples.
     SmUtil,
+    /// In proportion to SM utilisation times the model's learned power per percent of
+    /// utilisation (the GPU's power model).
+    PowerModel,
     /// In proportion to used GPU memory (no utilisation samples).
     Memory,
     /// Equally (neither utilisation nor memory known).
@@ -86,6 +89,7 @@ impl SplitMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             SplitMethod::SmUtil => "sm_util",
+            SplitMethod::PowerModel => "power_model",
             SplitMethod::Memory => "memory",
             SplitMethod::Equal => "equal",
             SplitMethod::Mig => "mig",
@@ -96,6 +100,7 @@ impl SplitMethod {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "sm_util" => Some(SplitMethod::SmUtil),
+            "power_model" => Some(SplitMethod::PowerModel),
             "memory" => Some(SplitMethod::Memory),
             "equal" => Some(SplitMethod::Equal),
             "mig" => Some(SplitMethod::Mig),
@@ -360,6 +365,7 @@ mod tests {
         }
         for m in [
             SplitMethod::SmUtil,
+            SplitMethod::PowerModel,
             SplitMethod::Memory,
             SplitMethod::Equal,
             SplitMethod::Mig,

@@ -91,6 +91,15 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of `name` whose `label` is `value` (e.g. one GPU's series of a
+    /// family whose other labels change: models that left, a fallback reason that ended).
+    pub fn unset_where(&mut self, name: &'static str, label: &str, value: &str) {
+        if let Some(f) = self.families.get_mut(name) {
+            f.series
+                .retain(|l, _| !l.iter().any(|(k, v)| *k == label && v == value));
+        }
+    }
+
     /// A counter's current value (tests and `check`).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let f = self.families.get(name)?;

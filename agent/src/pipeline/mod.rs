@@ -20,9 +20,10 @@ use inferwatt_core::units::mj_to_j;
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::{attribute, GpuEnergyInput, IdlePolicy, ModelKey, ProcessActivity};
-use crate::config::Config;
+use crate::config::{Config, SplitChoice};
 use crate::footprint::LocalFactors;
 use crate::identify::{Identifier, Identity};
+use crate::power_model::{PowerModel, Summary};
 use crate::sample::{EnergyReading, GpuSampler, IntervalEnergy};
 use crate::sinks::file::FileSink;
 use crate::sinks::prometheus::SharedMetrics;
@@ -30,6 +31,8 @@ use crate::sources::nvml::{interval_sm_util, GpuReader, GpuReading};
 use crate::sources::procs::ProcReader;
 use crate::sources::rapl::RaplReader;
 use crate::sources::server_metrics::{Baselines, ServerCounters, UsageTracker};
+
+pub mod power;
 
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,13 @@ pub struct AgentState {
     /// the agent was down are counted in its first interval, not lost.
     #[serde(default)]
     pub server_counters: Baselines,
+    /// Static power measured with no compute process (the lowest mean power of such an
+    /// interval), per GPU uuid: kept so that a restart does not relearn it.
+    #[serde(default)]
+    pub idle_w: BTreeMap<String, f64>,
+    /// Each GPU's power model at its last interval, per uuid (what `check` shows).
+    #[serde(default)]
+    pub power_models: BTreeMap<String, Summary>,
 }
 
 /// One GPU's last reading.
@@ -158,8 +168,9 @@ pub struct Sampler<R: GpuReader> {
     identifier: Identifier,
     rapl: Option<RaplReader>,
     samplers: Vec<GpuSampler>,
+    power_models: Vec<PowerModel>,
     util_since_us: Vec<u64>,
-    min_power_w: Vec<Option<f64>>,
+    min_power_w: Vec<crate::sample::RunMinPower>,
     identities: HashMap<u32, CachedIdentity>,
     cpu_ticks: HashMap<u32, u64>,
     host_ticks: Option<u64>,
@@ -218,14 +229,21 @@ impl<R: GpuReader> Sampler<R> {
         for w in factors.warnings() {
             tracing::warn!("{w}");
         }
+        let mut samplers = vec![GpuSampler::new(); n];
+        for (slot, g) in reader.gpus().iter().enumerate() {
+            if let Some(w) = state.idle_w.get(&g.uuid) {
+                samplers[slot].observe_idle_power(*w);
+            }
+        }
         Ok(Sampler {
             origin,
             procs: ProcReader::new(),
             identifier,
             rapl,
-            samplers: vec![GpuSampler::new(); n],
+            samplers,
+            power_models: vec![PowerModel::new(cfg.sampling.power_model); n],
             util_since_us: vec![0; n],
-            min_power_w: vec![None; n],
+            min_power_w: vec![crate::sample::RunMinPower::default(); n],
             identities: HashMap::new(),
             cpu_ticks: HashMap::new(),
             host_ticks: None,
@@ -421,22 +439,49 @@ impl<R: GpuReader> Sampler<R> {
                 }
             }
             let dt = interval.interval_s();
-            let mean_power = interval.energy_j / dt;
             if interval.source != EnergySource::Gap {
-                let m = &mut self.min_power_w[slot];
-                *m = Some(m.map_or(mean_power, |v| v.min(mean_power)));
-                if activity.is_empty() {
-                    self.samplers[slot].observe_idle_power(mean_power);
+                self.min_power_w[slot].observe(interval.energy_j, dt);
+                let idle = activity.is_empty() && reading.processes_known;
+                self.samplers[slot].observe_interval(interval.energy_j, dt, idle);
+                if let Some(w) = self.samplers[slot].learned_idle_w() {
+                    self.state.idle_w.insert(info.uuid.clone(), w);
                 }
             }
-            let idle_power_w = self
+            // Static power the user gave, else the one measured with no process.
+            let known_static = self
                 .cfg
                 .sampling
                 .idle_power_w
                 .get(&info.name)
                 .copied()
-                .or(self.samplers[slot].learned_idle_w())
-                .or(self.min_power_w[slot])
+                .or(self.samplers[slot].learned_idle_w());
+            let pstep = if self.cfg.sampling.split == SplitChoice::PowerModel {
+                power::step(
+                    &mut self.power_models[slot],
+                    power::IntervalFacts {
+                        end_ns: interval.end_ns,
+                        dt_s: dt,
+                        energy_j: interval.energy_j,
+                        source: interval.source,
+                        processes_known: reading.processes_known,
+                        mig: !info.mig.is_empty(),
+                        has_samples: sm.is_some(),
+                        activity: &activity,
+                    },
+                    known_static,
+                )
+            } else {
+                power::PowerStep::default()
+            };
+            if let Some(summary) = &pstep.summary {
+                self.note_power_model(&info, summary);
+            }
+            // Else the power model's intercept, else the lowest power seen. (The
+            // intercept is not capped by the lowest power seen: one short interval's
+            // mean is off by up to a counter step, so that minimum is biased low.)
+            let idle_power_w = known_static
+                .or(pstep.static_w)
+                .or(self.min_power_w[slot].value())
                 .unwrap_or(0.0);
             let shares = attribute(&GpuEnergyInput {
                 energy_j: interval.energy_j,
@@ -446,6 +491,7 @@ impl<R: GpuReader> Sampler<R> {
                 mig_slices: info.mig.iter().map(|m| (m.index, m.slices)).collect(),
                 idle_policy: self.cfg.sampling.idle_policy,
                 processes_known: reading.processes_known,
+                power_weights: pstep.weights,
             });
 
             out.gpus.push(gpu_interval(&info, &reading, &interval));
@@ -651,6 +697,31 @@ impl<R: GpuReader> Sampler<R> {
                 end_ns: now_ns,
             })
             .collect()
+    }
+
+    /// Keeps a GPU's power-model summary for the state file and the metrics, and logs
+    /// when its split changes method or fallback reason.
+    fn note_power_model(&mut self, info: &crate::sources::nvml::GpuInfo, summary: &Summary) {
+        let prev = self.state.power_models.get(&info.uuid);
+        if prev.is_none_or(|p| p.method != summary.method || p.reason != summary.reason) {
+            if summary.reason.is_empty() {
+                tracing::info!(
+                    gpu = info.index,
+                    intervals = summary.intervals,
+                    conditioning = summary.conditioning,
+                    "power model identified: active energy split by learned power per percent"
+                );
+            } else {
+                tracing::info!(gpu = info.index, reason = %summary.reason, "power model not used, SM share: {}", summary.explanation);
+            }
+        }
+        {
+            let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+            power::publish(&mut m, &self.origin.site, &info.uuid, summary);
+        }
+        self.state
+            .power_models
+            .insert(info.uuid.clone(), summary.clone());
     }
 
     fn count_error(&self, kind: &'static str) {

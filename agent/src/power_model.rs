@@ -756,6 +756,37 @@ mod tests {
     }
 
     #[test]
+    fn the_static_power_comes_from_everything_seen_not_only_the_window() {
+        // A 20-s window that ends in a constant mix: the window alone cannot place the
+        // intercept, the long-memory statistics (varying mix earlier) still do.
+        let mut pm = PowerModel::new(PowerModelConfig {
+            window_s: 20.0,
+            min_intervals: 10,
+        });
+        let mut seed = 5;
+        for i in 0..200 {
+            let (u0, u1) = if i < 150 {
+                (5.0 + 40.0 * lcg(&mut seed), 5.0 + 40.0 * lcg(&mut seed))
+            } else {
+                (30.0, 30.0 + 10.0 * lcg(&mut seed))
+            };
+            pm.observe(Row {
+                dt_s: 1.0,
+                power_w: 70.0 + 10.0 * u0 + 4.0 * u1,
+                util: [(key("m0"), u0), (key("m1"), u1)].into(),
+            });
+        }
+        assert_eq!(pm.len(), 20);
+        let fit = pm
+            .fit(None)
+            .expect("static from the long fit, weights from the window");
+        assert!(
+            fit.static_estimated && (fit.static_w - 70.0).abs() < 1e-6,
+            "{fit:?}"
+        );
+    }
+
+    #[test]
     fn a_constant_mix_is_not_identified() {
         let pm = window(60, &[10.0, 4.0], 70.0, false);
         match pm.fit(None) {

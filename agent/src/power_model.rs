@@ -768,7 +768,7 @@ mod tests {
             let (u0, u1) = if i < 150 {
                 (5.0 + 40.0 * lcg(&mut seed), 5.0 + 40.0 * lcg(&mut seed))
             } else {
-                (30.0, 30.0 + 10.0 * lcg(&mut seed))
+                (30.0, 5.0 + 40.0 * lcg(&mut seed))
             };
             pm.observe(Row {
                 dt_s: 1.0,

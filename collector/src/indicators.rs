@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use crate::factors::{ReportFactor, ResolvedFactors};
 pub use crate::input::{
-    EnergyRow, GapRow, GpuSourceRow, HostPolicy, Period, ReportInput, SiteRow, UsageRow,
+    EnergyRow, GapRow, GpuSourceRow, HostPolicy, Period, ReportInput, SiteRow, SplitEnergyRow,
+    UsageRow,
 };
 
 /// The report schema identifier.
@@ -237,6 +238,10 @@ pub struct GapOut {
 pub struct DataQuality {
     pub coverage: Option<f64>,
     pub energy_share_by_source: SourceShares,
+    /// Shares of the models' GPU energy by the method that split it (`power_model`,
+    /// `sm_util`, `memory`, `equal`, `mig`, `none`), and `unrecorded` for energy stored
+    /// before the store kept the method; empty when no model energy was recorded.
+    pub energy_share_by_split_method: BTreeMap<String, f64>,
     pub gaps: Vec<GapOut>,
     pub folded_points: u64,
     pub gpus_seen: u64,
@@ -590,8 +595,24 @@ pub fn compute_with(
             }
         }
     }
+    let model_gpu_j: f64 = input.energy.iter().map(|r| r.active_j + r.idle_j).sum();
+    let mut energy_share_by_split_method: BTreeMap<String, f64> = BTreeMap::new();
+    if model_gpu_j > 0.0 {
+        let mut recorded = 0.0;
+        for s in &input.splits {
+            *energy_share_by_split_method
+                .entry(s.method.clone())
+                .or_default() += s.energy_j / model_gpu_j;
+            recorded += s.energy_j;
+        }
+        let rest = (model_gpu_j - recorded) / model_gpu_j;
+        if rest > 1e-9 {
+            energy_share_by_split_method.insert("unrecorded".to_string(), rest);
+        }
+    }
     let data_quality = DataQuality {
         coverage,
+        energy_share_by_split_method,
         energy_share_by_source: SourceShares {
             counter: source_share("counter"),
             integrated: source_share("integrated"),

@@ -53,6 +53,14 @@ pub struct GpuSourceRow {
     pub seconds: f64,
 }
 
+/// GPU energy of a site's model rows by split method (`power_model`, `sm_util`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitEnergyRow {
+    pub site: String,
+    pub method: String,
+    pub energy_j: f64,
+}
+
 /// A site as the agents report it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteRow {
@@ -91,6 +99,8 @@ pub struct ReportInput {
     pub energy: Vec<EnergyRow>,
     pub usage: Vec<UsageRow>,
     pub sources: Vec<GpuSourceRow>,
+    /// Model energy by split method (rows stored before the store kept it have none).
+    pub splits: Vec<SplitEnergyRow>,
     pub sites: Vec<SiteRow>,
     pub gaps: Vec<GapRow>,
     pub folded_points: u64,

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::factors_file::{FactorsFile, FactorsFileError};
 use crate::indicators::{
     self, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, HostPolicy, Period, Report,
-    ReportInput, SiteRow, UsageRow,
+    ReportInput, SiteRow, SplitEnergyRow, UsageRow,
 };
 use crate::report::{self, Format, ReportError};
 use crate::store::rollup::bucket_of;
@@ -351,6 +351,16 @@ pub fn report_input(
         })
         .collect();
 
+    let splits: Vec<SplitEnergyRow> = store
+        .sum_split_energy(from, to)?
+        .into_iter()
+        .map(|s| SplitEnergyRow {
+            site: s.site,
+            method: s.method,
+            energy_j: s.energy_j,
+        })
+        .collect();
+
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
     wanted.extend(energy.iter().map(|r| r.site.as_str()));
     wanted.extend(usage.iter().map(|r| r.site.as_str()));
@@ -387,6 +397,7 @@ pub fn report_input(
         energy,
         usage,
         sources,
+        splits,
         sites,
         gaps,
         folded_points,
@@ -500,6 +511,11 @@ pub fn input_digest(input: &ReportInput) -> String {
     sources.sort_by(|a, b| (&a.site, &a.source).cmp(&(&b.site, &b.source)));
     for r in sources {
         line(json!(["source", r.site, r.source, r.energy_j, r.seconds]));
+    }
+    let mut splits: Vec<&SplitEnergyRow> = input.splits.iter().collect();
+    splits.sort_by(|a, b| (&a.site, &a.method).cmp(&(&b.site, &b.method)));
+    for r in splits {
+        line(json!(["split", r.site, r.method, r.energy_j]));
     }
     let mut sites: Vec<&SiteRow> = input.sites.iter().collect();
     sites.sort_by(|a, b| a.site.cmp(&b.site));

@@ -7,7 +7,7 @@ use inferwatt_collector::factors::ResolvedFactors;
 use inferwatt_collector::factors_file::FactorsFile;
 use inferwatt_collector::indicators::{
     compute, compute_with, ComputeOptions, EnergyRow, GapRow, GpuSourceRow, GroupBy, Indicators,
-    Period, Report, ReportInput, SiteRow, UsageRow,
+    Period, Report, ReportInput, SiteRow, SplitEnergyRow, UsageRow,
 };
 
 const H0: i64 = 1_704_067_200_000_000_000; // 2024-01-01T00:00:00Z
@@ -51,6 +51,14 @@ fn usage(site: &str, model: &str, requests: u64, input: u64, output: u64) -> Usa
     }
 }
 
+fn split(site: &str, method: &str, kwh: f64) -> SplitEnergyRow {
+    SplitEnergyRow {
+        site: site.into(),
+        method: method.into(),
+        energy_j: kwh * KWH,
+    }
+}
+
 fn input() -> ReportInput {
     ReportInput {
         period: Period {
@@ -86,6 +94,12 @@ fn input() -> ReportInput {
                 energy_j: 1.0e6,
                 seconds: 1800.0,
             },
+        ],
+        // virginia's mistral row was stored before the store kept split methods.
+        splits: vec![
+            split("paris", "power_model", 1.5),
+            split("paris", "none", 0.1),
+            split("virginia", "sm_util", 2.0),
         ],
         sites: vec![
             SiteRow {
@@ -342,6 +356,17 @@ fn data_quality_coverage_sources_gaps() {
     close_opt(dq.energy_share_by_source.counter, 6.0 / 10.0);
     close_opt(dq.energy_share_by_source.integrated, 3.0 / 10.0);
     close_opt(dq.energy_share_by_source.gap, 1.0 / 10.0);
+    // Model GPU energy 4.1 kWh: 1.5 power_model, 2.0 sm_util, 0.1 none, 0.5 unrecorded.
+    let m = &dq.energy_share_by_split_method;
+    assert_eq!(m.len(), 4, "{m:?}");
+    for (k, kwh) in [
+        ("power_model", 1.5),
+        ("sm_util", 2.0),
+        ("none", 0.1),
+        ("unrecorded", 0.5),
+    ] {
+        assert!((m[k] - kwh / 4.1).abs() < 1e-12, "{k}: {m:?}");
+    }
     assert_eq!(dq.gaps.len(), 1);
     assert_eq!(dq.gaps[0].from, "2024-01-01T00:30:00Z");
     close(dq.gaps[0].energy_kwh, 1.0e6 / KWH);

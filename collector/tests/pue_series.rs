@@ -37,6 +37,7 @@ fn input(energy: Vec<EnergyRow>) -> ReportInput {
         energy,
         usage: Vec::new(),
         sources: Vec::new(),
+        splits: Vec::new(),
         sites: vec![SiteRow {
             site: "paris".into(),
             country: "FR".into(),

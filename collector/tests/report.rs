@@ -56,6 +56,7 @@ fn report() -> Report {
             energy_j: 5.7e6,
             seconds: 3600.0,
         }],
+        splits: vec![],
         sites: vec![SiteRow {
             site: "paris".into(),
             country: "FR".into(),

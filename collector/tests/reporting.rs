@@ -58,7 +58,8 @@ fn origin() -> Origin {
 }
 
 /// Twelve 600-s intervals from T0 on one GPU (300 W): model `a` gets 130 kJ of GPU energy
-/// (100 active + 30 idle) and 5 kJ host per interval, model `b` 50 kJ (40 + 10) and 2 kJ;
+/// (100 active + 30 idle, split `sm_util`) and 5 kJ host per interval, model `b` 50 kJ
+/// (40 + 10, split `power_model`) and 2 kJ;
 /// `a` serves 10 requests / 1,000 output tokens per interval, `b` 5 / 200. A site point
 /// (PUE 1.2, WUE 0.5) precedes them.
 fn fill(store: &Store) {
@@ -92,9 +93,25 @@ fn fill(store: &Store) {
             }
             .to_point(&o),
         );
-        for (model, active, idle, host, req, out) in [
-            ("a", 100_000.0, 30_000.0, 5_000.0, 10, 1_000),
-            ("b", 40_000.0, 10_000.0, 2_000.0, 5, 200),
+        for (model, active, idle, host, req, out, method) in [
+            (
+                "a",
+                100_000.0,
+                30_000.0,
+                5_000.0,
+                10,
+                1_000,
+                SplitMethod::SmUtil,
+            ),
+            (
+                "b",
+                40_000.0,
+                10_000.0,
+                2_000.0,
+                5,
+                200,
+                SplitMethod::PowerModel,
+            ),
         ] {
             points.push(
                 ModelEnergy {
@@ -105,7 +122,7 @@ fn fill(store: &Store) {
                     idle_j: idle,
                     host_j: host,
                     interval_s: STEP_S as f64,
-                    method: SplitMethod::SmUtil,
+                    method,
                     end_ns,
                 }
                 .to_point(&o),
@@ -222,6 +239,48 @@ fn hourly_rows_split_gpu_time_by_energy_share() {
     assert!(input.gaps.is_empty());
     assert_eq!(input.folded_points, 0);
     assert_eq!(input.input_digest.len(), 64);
+}
+
+#[test]
+fn data_quality_gives_the_share_of_energy_each_split_method_split() {
+    let store = Store::open_in_memory().expect("store");
+    fill(&store);
+    // The period reads a raw edge (first hour) and a rollup (second hour).
+    let input = report_input(&store, period(), HOUR_NS, "resident").expect("input");
+    let f = FactorsChoice::builtin();
+    let resolved = f
+        .file
+        .resolve(&input, &f.name, &f.base_dir)
+        .expect("resolve");
+    let report = compute(&input, &resolved, &[]);
+    let m = &report.data_quality.energy_share_by_split_method;
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_close(m["sm_util"], 130.0 / 180.0, "sm_util share");
+    assert_close(m["power_model"], 50.0 / 180.0, "power_model share");
+    // A method that is not a method name is refused with the field named; nothing stored.
+    let mut bad = ModelEnergy {
+        gpu_uuid: "GPU-1".into(),
+        model: "c".into(),
+        server: "vllm".into(),
+        active_j: 1.0,
+        idle_j: 0.0,
+        host_j: 0.0,
+        interval_s: 1.0,
+        method: SplitMethod::SmUtil,
+        end_ns: T0 + 3 * HOUR_NS,
+    }
+    .to_point(&origin());
+    for (k, v) in bad.fields.iter_mut() {
+        if k == "method" {
+            *v = inferwatt_core::lineproto::FieldValue::Str(
+                "sm_util'); DROP TABLE series;--".into(),
+            );
+        }
+    }
+    let before = store.count_points().expect("count");
+    let err = store.write(&[bad]).expect_err("refused").to_string();
+    assert!(err.contains("field 'method'"), "{err}");
+    assert_eq!(store.count_points().expect("count"), before);
 }
 
 #[test]

@@ -141,12 +141,13 @@ pub fn render(r: &Report) -> String {
 
     let dq = &r.data_quality;
     s.push_str(&format!(
-        "<h2>Data quality</h2><p>Coverage {} over {} GPU(s); energy by path: counter {}, integrated {}, gap {}; {} gap(s); {} folded point(s).</p>\n",
+        "<h2>Data quality</h2><p>Coverage {} over {} GPU(s); energy by path: counter {}, integrated {}, gap {}; model energy by split method: {}; {} gap(s); {} folded point(s).</p>\n",
         opt(dq.coverage),
         dq.gpus_seen,
         opt(dq.energy_share_by_source.counter),
         opt(dq.energy_share_by_source.integrated),
         opt(dq.energy_share_by_source.gap),
+        esc(&super::markdown::split_methods(&dq.energy_share_by_split_method)),
         dq.gaps.len(),
         dq.folded_points
     ));

@@ -131,12 +131,13 @@ pub fn render(r: &Report) -> String {
 
     let dq = &r.data_quality;
     out.push_str(&format!(
-        "\n## Data quality\n\n- Coverage: {} of {} GPU(s) × period measured\n- Energy by measurement path: counter {}, integrated {}, gap {}\n- Folded points: {}\n- Gaps: {}\n",
+        "\n## Data quality\n\n- Coverage: {} of {} GPU(s) × period measured\n- Energy by measurement path: counter {}, integrated {}, gap {}\n- Model energy by split method: {}\n- Folded points: {}\n- Gaps: {}\n",
         opt(dq.coverage),
         dq.gpus_seen,
         opt(dq.energy_share_by_source.counter),
         opt(dq.energy_share_by_source.integrated),
         opt(dq.energy_share_by_source.gap),
+        split_methods(&dq.energy_share_by_split_method),
         dq.folded_points,
         dq.gaps.len()
     ));
@@ -170,4 +171,16 @@ pub fn render(r: &Report) -> String {
         ));
     }
     out
+}
+
+/// `power_model 0.62, sm_util 0.38` (or `none recorded`).
+pub(crate) fn split_methods(shares: &std::collections::BTreeMap<String, f64>) -> String {
+    if shares.is_empty() {
+        return "none recorded".to_string();
+    }
+    shares
+        .iter()
+        .map(|(m, s)| format!("{m} {}", opt(Some(*s))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

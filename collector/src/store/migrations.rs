@@ -22,7 +22,9 @@ use super::StoreError;
 /// Version 2 (see `MIGRATION_2`) spreads intervals over the buckets they cover, adds the
 /// GPU time of model rows, the agents' idle policy, the ingest time of points and the
 /// files imported.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+///
+/// Version 3 (see `MIGRATION_3`) keeps each model row's split method.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The first released schema.
 const MIGRATION_1: &str = r#"
@@ -153,6 +155,26 @@ INSERT INTO folded_raw (ts, series_id, folded_points)
   SELECT ts, series_id, CAST(json_extract(fields, '$.folded_points') AS INTEGER) FROM points
   WHERE instr(fields, '"folded_points"') > 0;
 CREATE INDEX gpu_raw_gaps ON gpu_raw (ts) WHERE source = 'gap';
+"#;
+
+/// Version 3:
+/// - `model_split_*`: the GPU energy (`active_j + idle_j`) of every `model_energy` row by
+///   its split `method` (`power_model`, `sm_util`, `memory`, `equal`, `mig`, `none`), raw
+///   and spread over the rollup buckets like the other typed tables, so a report's data
+///   quality gives the share of energy each method split. Rows stored before v3 have no
+///   entry: the report counts their energy as `unrecorded`.
+const MIGRATION_3: &str = r#"
+CREATE TABLE model_split_raw (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL, method TEXT NOT NULL,
+    energy_j REAL NOT NULL, interval_s REAL NOT NULL,
+    PRIMARY KEY (ts, series_id)
+) WITHOUT ROWID;
+CREATE TABLE model_split_rollup (
+    level INTEGER NOT NULL, bucket INTEGER NOT NULL, series_id INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    energy_j REAL NOT NULL, interval_s REAL NOT NULL, points INTEGER NOT NULL,
+    PRIMARY KEY (level, bucket, series_id, method)
+) WITHOUT ROWID;
 "#;
 
 /// Brings the database to the latest schema version, one transaction per step.

@@ -22,7 +22,9 @@ use std::sync::{Mutex, MutexGuard};
 use inferwatt_core::lineproto::{FieldValue, Point};
 use rusqlite::{params, Connection, OptionalExtension};
 
-pub use query::{GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow, YEAR_GRAIN};
+pub use query::{
+    GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow, SplitRow, YEAR_GRAIN,
+};
 pub use retention::RetentionOutcome;
 
 /// Why the store failed.

@@ -158,6 +158,12 @@ pub(crate) const MODEL_T: Table = Table {
     key: "''",
     cols: &["active_j", "idle_j", "host_j", "interval_s", "gpu_s"],
 };
+pub(crate) const SPLIT_T: Table = Table {
+    raw: "model_split_raw",
+    rollup: "model_split_rollup",
+    key: "method",
+    cols: &["energy_j", "interval_s"],
+};
 pub(crate) const USAGE_T: Table = Table {
     raw: "model_usage_raw",
     rollup: "model_usage_rollup",
@@ -461,6 +467,26 @@ impl Store {
         Ok(out)
     }
 
+    /// GPU energy of `model_energy` rows per (site, split method) over `(from_ns, to_ns]`
+    /// (rows stored before schema v3 carry none).
+    pub fn sum_split_energy(&self, from_ns: i64, to_ns: i64) -> Result<Vec<SplitRow>, StoreError> {
+        let conn = self.lock()?;
+        let acc = sum_segments(&conn, &SPLIT_T, from_ns, to_ns)?;
+        let mut by: std::collections::BTreeMap<(String, String), f64> = Default::default();
+        for ((id, method), (v, _points)) in acc {
+            let [site, ..] = series_tags(&conn, id)?;
+            *by.entry((site, method)).or_default() += v[0];
+        }
+        Ok(by
+            .into_iter()
+            .map(|((site, method), energy_j)| SplitRow {
+                site,
+                method,
+                energy_j,
+            })
+            .collect())
+    }
+
     /// `model_usage` sums per (site, host, model, server) over `(from_ns, to_ns]`.
     pub fn sum_model_usage(
         &self,
@@ -551,6 +577,14 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// GPU energy split by one method at one site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitRow {
+    pub site: String,
+    pub method: String,
+    pub energy_j: f64,
 }
 
 /// `model_energy` sums of one (site, host, gpu_uuid, model, server) in one bucket.

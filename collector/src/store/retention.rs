@@ -45,6 +45,7 @@ impl Store {
             for table in [
                 "gpu_raw",
                 "model_energy_raw",
+                "model_split_raw",
                 "model_usage_raw",
                 "host_energy_raw",
                 "site_raw",
@@ -68,6 +69,7 @@ impl Store {
             for table in [
                 "gpu_rollup",
                 "model_energy_rollup",
+                "model_split_rollup",
                 "model_usage_rollup",
                 "host_energy_rollup",
                 "site_rollup",

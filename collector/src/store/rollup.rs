@@ -24,6 +24,8 @@ pub enum Typed {
         interval_s: f64,
         /// The point's own `gpu_s` field, when it carries one.
         gpu_s: Option<f64>,
+        /// The split method the agent recorded (`method`), when the point carries one.
+        method: Option<String>,
     },
     ModelUsage {
         requests: i64,
@@ -134,6 +136,22 @@ pub fn classify(p: &Point) -> Result<Typed, String> {
                     ))
                 }
                 g => g,
+            },
+            method: match p.field_value("method") {
+                None => None,
+                Some(_) => {
+                    let m = text(p, "method")?;
+                    let ok = !m.is_empty()
+                        && m.len() <= 32
+                        && m.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                    if !ok {
+                        return Err(format!(
+                            "field 'method' of '{}' must be a split method such as power_model or sm_util (lowercase letters and '_', at most 32)",
+                            p.measurement
+                        ));
+                    }
+                    Some(m)
+                }
             },
         },
         schema::MODEL_USAGE => Typed::ModelUsage {
@@ -247,6 +265,47 @@ pub fn split_count(count: i64, parts: &[(i64, i64)]) -> Vec<i64> {
 
 /// Stores the typed row of a newly inserted point and adds its interval to the rollup
 /// buckets it covers, pro rata to time (raw rows keep the point as sent). `gpu_s` is the
+/// The split-method row of a `model_energy` point: its GPU energy under `method`.
+fn insert_split(
+    tx: &Transaction<'_>,
+    ts: i64,
+    series_id: i64,
+    method: &str,
+    energy_j: f64,
+    interval_s: f64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![ts, series_id, method, energy_j, interval_s])?;
+    let mut up = tx.prepare_cached(
+        "INSERT INTO model_split_rollup (level, bucket, series_id, method, energy_j, interval_s, points)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (level, bucket, series_id, method) DO UPDATE SET
+           energy_j = energy_j + excluded.energy_j,
+           interval_s = interval_s + excluded.interval_s,
+           points = points + excluded.points",
+    )?;
+    for (width, level) in LEVELS {
+        let ps = parts(ts, interval_ns(interval_s), width);
+        let e = split_value(energy_j, &ps);
+        let n = ps.len();
+        for (i, (b, ns)) in ps.iter().enumerate() {
+            let secs = if n == 1 { interval_s } else { *ns as f64 / 1e9 };
+            up.execute(params![
+                level,
+                b,
+                series_id,
+                method,
+                e[i],
+                secs,
+                point_mark(i, n)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
 /// GPU time of a `model_energy` row (see [`super::Store::write`]).
 pub fn insert_typed(
     tx: &Transaction<'_>,
@@ -300,8 +359,12 @@ pub fn insert_typed(
             idle_j,
             host_j,
             interval_s,
+            method,
             ..
         } => {
+            if let Some(method) = method {
+                insert_split(tx, ts, series_id, method, active_j + idle_j, *interval_s)?;
+            }
             tx.prepare_cached(
                 "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

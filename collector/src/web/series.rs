@@ -158,6 +158,7 @@ pub fn compute_series(
             energy,
             usage: Vec::new(),
             sources: Vec::new(),
+            splits: Vec::new(),
             sites: input.sites.clone(),
             gaps: Vec::new(),
             folded_points: 0,

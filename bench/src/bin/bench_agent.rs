@@ -41,6 +41,9 @@ struct Args {
     /// Write the JSON result here too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The agent's split of active energy: `power_model` (its default) or `sm_util`.
+    #[arg(long, default_value = "power_model")]
+    split: String,
 }
 
 /// A peer monitor: its process, its stdin (closing it ends the measurement), its stdout.
@@ -170,10 +173,11 @@ fn main() -> anyhow::Result<()> {
     let prom_port = spawn::free_port()?;
     let config = format!(
         "[site]\nname = \"bench\"\nhost = \"bench-host\"\ncountry = \"DEU\"\nzone = \"DE\"\npue = 1.2\nwue_l_per_kwh = 0.5\newif_l_per_kwh = 3.1\n\n\
-         [sampling]\ninterval_s = {interval}\nidle_policy = \"separate\"\n\n[sampling.idle_power_w]\n\"{gpu}\" = {idle}\n\n\
+         [sampling]\ninterval_s = {interval}\nidle_policy = \"separate\"\nsplit = \"{split}\"\n\n[sampling.idle_power_w]\n\"{gpu}\" = {idle}\n\n\
          [nvml]\nlibrary = \"{lib}\"\n\n[prometheus]\nlisten = \"127.0.0.1:{prom_port}\"\n\n[host]\nrapl = false\n\n\
          [state]\ndir = \"{state}\"\n\n[file]\npath = \"{out}\"\n",
         interval = args.interval_s,
+        split = args.split,
         gpu = fleet::GPU_NAME,
         idle = fleet::IDLE_W,
         lib = sim_lib.display(),
@@ -363,6 +367,7 @@ fn main() -> anyhow::Result<()> {
     let result = json!({
         "bench": "agent",
         "interval_s": args.interval_s,
+        "split": args.split,
         "minutes": args.minutes,
         "gpus": fleet::GPUS,
         "processes": pids.len(),

@@ -209,6 +209,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
     let mut requests: BTreeMap<String, f64> = BTreeMap::new();
     let mut agent_model_j: BTreeMap<String, f64> = BTreeMap::new();
     let mut agent_model_host_j = 0.0;
+    let mut agent_by_method: BTreeMap<String, f64> = BTreeMap::new();
     let rapl_j: f64 = points
         .iter()
         .filter(|p| p.measurement == "host_energy")
@@ -225,10 +226,37 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
                 *agent_model_j.entry(model).or_default() +=
                     field(p, "active_j") + field(p, "idle_j");
                 agent_model_host_j += field(p, "host_j");
+                let method = p
+                    .field_value("method")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                *agent_by_method.entry(method).or_default() +=
+                    field(p, "active_j") + field(p, "idle_j");
             }
             _ => {}
         }
     }
+    // The report's data quality gives the share of energy each split method split, the
+    // same shares as the agent's rows (nothing `unrecorded`: this store kept them all).
+    let agent_total: f64 = agent_by_method.values().sum();
+    let shares = report["data_quality"]["energy_share_by_split_method"]
+        .as_object()
+        .expect("energy_share_by_split_method");
+    assert_eq!(
+        shares.keys().collect::<Vec<_>>(),
+        agent_by_method.keys().collect::<Vec<_>>(),
+        "{shares:?}"
+    );
+    for (m, j) in &agent_by_method {
+        let got = shares[m].as_f64().expect("share");
+        assert!(
+            (got - j / agent_total).abs() < 1e-6,
+            "{m}: report share {got} vs agent {}",
+            j / agent_total
+        );
+    }
+    println!("split methods: {shares:?}");
 
     let by_model = report["by_model"].as_array().expect("by_model");
     for (model, want_j) in &expected_model_j {

@@ -171,15 +171,7 @@ impl LongStats {
         let gone: Vec<Col> = self
             .b
             .keys()
-            .filter(|c| {
-                c.is_some()
-                    && self
-                        .g
-                        .get(&(**c, **c))
-                        .copied()
-                        .unwrap_or(0.0)
-                        <= floor
-            })
+            .filter(|c| c.is_some() && self.g.get(&(**c, **c)).copied().unwrap_or(0.0) <= floor)
             .copied()
             .collect();
         if !gone.is_empty() {
@@ -200,12 +192,7 @@ impl LongStats {
             .iter()
             .map(|a| {
                 cols.iter()
-                    .map(|b| {
-                        self.g
-                            .get(&(**a, **b))
-                            .copied()
-                            .unwrap_or(0.0)
-                    })
+                    .map(|b| self.g.get(&(**a, **b)).copied().unwrap_or(0.0))
                     .collect()
             })
             .collect();
@@ -285,8 +272,7 @@ impl WindowSums {
         for (ci, xi) in &x {
             *self.b.entry(*ci).or_default() += sign * r.dt_s * xi * r.power_w;
             for (cj, xj) in &x {
-                *self.g.entry((*ci, *cj)).or_default() +=
-                    sign * r.dt_s * xi * xj;
+                *self.g.entry((*ci, *cj)).or_default() += sign * r.dt_s * xi * xj;
             }
         }
         self.yy += sign * r.dt_s * r.power_w * r.power_w;
@@ -452,9 +438,7 @@ impl PowerModel {
             .collect();
         let b: Vec<f64> = cols
             .iter()
-            .map(|c| {
-                self.sums.b.get(c).copied().unwrap_or(0.0) - s0 * self.sums.get(&None, c)
-            })
+            .map(|c| self.sums.b.get(c).copied().unwrap_or(0.0) - s0 * self.sums.get(&None, c))
             .collect();
         let yy = self.sums.yy - 2.0 * s0 * self.sums.b.get(&None).copied().unwrap_or(0.0)
             + s0 * s0 * self.sums.get(&None, &None);
@@ -1004,14 +988,25 @@ mod tests {
         }
         let m1 = pm.ids[&key("m1")];
         assert!(!pm.sums.present.contains_key(&m1));
-        assert!(pm.sums.g.keys().all(|(a, b)| *a != Some(m1) && *b != Some(m1)));
+        assert!(pm
+            .sums
+            .g
+            .keys()
+            .all(|(a, b)| *a != Some(m1) && *b != Some(m1)));
         let fresh = WindowSums::rebuild(pm.rows.iter());
         for (k, v) in &fresh.g {
             let got = pm.sums.g[k];
-            assert!((got - v).abs() <= 1e-9 * v.abs().max(1.0), "{k:?}: {got} vs {v}");
+            assert!(
+                (got - v).abs() <= 1e-9 * v.abs().max(1.0),
+                "{k:?}: {got} vs {v}"
+            );
         }
         assert!((pm.sums.yy - fresh.yy).abs() <= 1e-9 * fresh.yy);
-        assert!(!pm.fit(Some(80.0)).expect("one model").watts_per_pct.contains_key(&key("m1")));
+        assert!(!pm
+            .fit(Some(80.0))
+            .expect("one model")
+            .watts_per_pct
+            .contains_key(&key("m1")));
     }
 
     #[test]

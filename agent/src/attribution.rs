@@ -74,6 +74,9 @@ pub struct GpuEnergyInput {
     pub processes: Vec<ProcessActivity>,
     /// MIG instances of the GPU (GPU instance id → compute slices), empty without MIG.
     pub mig_slices: BTreeMap<u32, u32>,
+    /// Under MIG with GPM: each instance's SM utilisation over the interval (percent of
+    /// the instance), by the same key as `mig_slices`.
+    pub mig_activity: Option<BTreeMap<u32, f64>>,
     pub idle_policy: IdlePolicy,
     /// False when the process query failed: the whole interval is `_unattributed`.
     pub processes_known: bool,
@@ -186,7 +189,7 @@ pub fn attribute(input: &GpuEnergyInput) -> Vec<ModelShare> {
 fn process_weights(input: &GpuEnergyInput) -> (Vec<f64>, SplitMethod) {
     let procs = &input.processes;
     if !input.mig_slices.is_empty() {
-        return (mig_weights(input), SplitMethod::Mig);
+        return mig_weights(input);
     }
     if procs.iter().any(|p| p.sm_util.is_some()) {
         let sm: Vec<f64> = procs
@@ -226,20 +229,45 @@ fn memory_weights(procs: &[ProcessActivity]) -> Option<Vec<f64>> {
     mem.filter(|m| m.iter().sum::<f64>() > 0.0)
 }
 
-/// MIG: each occupied instance gets a share in proportion to its compute slices,
-/// split within the instance by memory or equally. Processes whose instance is unknown
-/// form one group with the smallest occupied instance size (at least one slice).
-fn mig_weights(input: &GpuEnergyInput) -> Vec<f64> {
+/// MIG: each occupied instance gets a share in proportion to its measured activity
+/// (GPM SM utilisation × compute slices: busy SMs) where GPM gave every occupied instance
+/// a value and some activity (`mig_gpm`), else to its compute slices (`mig`); split
+/// within the instance by memory or equally. Processes whose instance is unknown form one
+/// group with the smallest occupied instance size (at least one slice) and, with GPM, no
+/// measured activity.
+fn mig_weights(input: &GpuEnergyInput) -> (Vec<f64>, SplitMethod) {
     let mut groups: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
     for (i, p) in input.processes.iter().enumerate() {
         groups.entry(p.mig_instance).or_default().push(i);
     }
-    let mut weights = vec![0.0; input.processes.len()];
-    for (instance, members) in groups {
-        let slices = instance
+    let slices = |instance: Option<u32>| {
+        instance
             .and_then(|gi| input.mig_slices.get(&gi).copied())
             .unwrap_or(1)
-            .max(1) as f64;
+            .max(1) as f64
+    };
+    // Busy SMs per occupied instance, when GPM measured every one of them.
+    let busy: Option<BTreeMap<Option<u32>, f64>> = input.mig_activity.as_ref().and_then(|a| {
+        let b: Option<BTreeMap<Option<u32>, f64>> = groups
+            .keys()
+            .map(|k| {
+                k.and_then(|gi| a.get(&gi))
+                    .map(|u| (*k, slices(*k) * u.max(0.0) / 100.0))
+            })
+            .collect();
+        b.filter(|b| b.values().sum::<f64>() > 0.0)
+    });
+    let method = if busy.is_some() {
+        SplitMethod::MigGpm
+    } else {
+        SplitMethod::Mig
+    };
+    let mut weights = vec![0.0; input.processes.len()];
+    for (instance, members) in groups {
+        let share = match &busy {
+            Some(b) => b.get(&instance).copied().unwrap_or(0.0),
+            None => slices(instance),
+        };
         let procs: Vec<ProcessActivity> = members
             .iter()
             .map(|&i| input.processes[i].clone())
@@ -247,10 +275,10 @@ fn mig_weights(input: &GpuEnergyInput) -> Vec<f64> {
         let inner = memory_weights(&procs).unwrap_or_else(|| vec![1.0; procs.len()]);
         let inner_sum: f64 = inner.iter().sum();
         for (&i, w) in members.iter().zip(inner) {
-            weights[i] = slices * w / inner_sum;
+            weights[i] = share * w / inner_sum;
         }
     }
-    weights
+    (weights, method)
 }
 
 #[cfg(test)]
@@ -275,6 +303,7 @@ mod tests {
             idle_power_w: 100.0,
             processes,
             mig_slices: BTreeMap::new(),
+            mig_activity: None,
             idle_policy: policy,
             processes_known: true,
             power_weights: None,
@@ -493,6 +522,17 @@ mod tests {
         assert_eq!(find(&rows, "a").method, SplitMethod::Mig);
         assert!((find(&rows, "a").active_j - 700.0 * 3.0 / 7.0).abs() < 1e-9);
         assert!((find(&rows, "b").active_j - 400.0).abs() < 1e-9);
+        // GPM: the 3-slice instance 70% busy (2.1 busy slices), the 4-slice 35% (1.4).
+        inp.mig_activity = Some(BTreeMap::from([(1, 70.0), (2, 35.0)]));
+        let rows = attribute(&inp);
+        assert_eq!(find(&rows, "a").method, SplitMethod::MigGpm);
+        assert!((find(&rows, "a").active_j - 700.0 * 2.1 / 3.5).abs() < 1e-9);
+        // An occupied instance GPM did not measure: back to instance size.
+        inp.mig_activity = Some(BTreeMap::from([(1, 70.0)]));
+        assert_eq!(find(&attribute(&inp), "a").method, SplitMethod::Mig);
+        // Nothing measured as busy: instance size too.
+        inp.mig_activity = Some(BTreeMap::from([(1, 0.0), (2, 0.0)]));
+        assert_eq!(find(&attribute(&inp), "b").method, SplitMethod::Mig);
     }
 
     proptest! {
@@ -514,6 +554,7 @@ mod tests {
                 idle_power_w: idle_w,
                 processes,
                 mig_slices: BTreeMap::new(),
+                mig_activity: None,
                 idle_policy: if separate { IdlePolicy::Separate } else { IdlePolicy::Resident },
                 processes_known: true,
                 power_weights: betas.map(|b| {

@@ -98,6 +98,7 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
                     "nvmlDeviceGetComputeRunningProcesses_v3",
                     status(&dev.running_compute_processes().map(|p| p.len())),
                 ),
+                ("nvmlGpmQueryDeviceSupport", status(&dev.gpm_support())),
                 (
                     "nvmlDeviceGetProcessUtilization",
                     match dev.process_utilization_stats(None) {

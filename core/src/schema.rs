@@ -81,6 +81,9 @@ pub enum SplitMethod {
     Equal,
     /// By MIG instance size (compute slices), then within the instance.
     Mig,
+    /// By each MIG instance's measured activity (GPM SM utilisation × its slices), then
+    /// within the instance.
+    MigGpm,
     /// Not split: the whole interval went to a reserved name.
     None,
 }
@@ -93,6 +96,7 @@ impl SplitMethod {
             SplitMethod::Memory => "memory",
             SplitMethod::Equal => "equal",
             SplitMethod::Mig => "mig",
+            SplitMethod::MigGpm => "mig_gpm",
             SplitMethod::None => "none",
         }
     }
@@ -104,6 +108,7 @@ impl SplitMethod {
             "memory" => Some(SplitMethod::Memory),
             "equal" => Some(SplitMethod::Equal),
             "mig" => Some(SplitMethod::Mig),
+            "mig_gpm" => Some(SplitMethod::MigGpm),
             "none" => Some(SplitMethod::None),
             _ => None,
         }
@@ -369,6 +374,7 @@ mod tests {
             SplitMethod::Memory,
             SplitMethod::Equal,
             SplitMethod::Mig,
+            SplitMethod::MigGpm,
             SplitMethod::None,
         ] {
             assert_eq!(SplitMethod::parse(m.as_str()), Some(m));

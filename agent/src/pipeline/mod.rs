@@ -489,6 +489,7 @@ impl<R: GpuReader> Sampler<R> {
                 idle_power_w,
                 processes: activity,
                 mig_slices: info.mig.iter().map(|m| (m.index, m.slices)).collect(),
+                mig_activity: reading.mig_activity.clone(),
                 idle_policy: self.cfg.sampling.idle_policy,
                 processes_known: reading.processes_known,
                 power_weights: pstep.weights,

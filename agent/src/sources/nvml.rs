@@ -4,16 +4,18 @@
 //! queries become `None` (never 0); a failing GPU fails its own reading, not the
 //! sample. Tests run this exact code against the simulated `libnvidia-ml.so.1`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
+use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
-use nvml_wrapper::{Device, Nvml};
+use nvml_wrapper::{Device, GpmSample, Nvml};
 
 /// `NVML_FI_DEV_POWER_AVERAGE`: 1-second average power (mW).
 pub const FI_POWER_AVERAGE: u32 = 185;
@@ -56,6 +58,9 @@ pub struct GpuInfo {
     pub power_limit_w: Option<f64>,
     /// MIG instances (by MIG device index), empty when MIG is off.
     pub mig: Vec<MigInstance>,
+    /// GPU Performance Monitoring works here (Hopper+, `nvmlGpmQueryDeviceSupport`):
+    /// per-MIG-instance activity is measured.
+    pub gpm: bool,
 }
 
 /// One MIG instance of a physical GPU.
@@ -107,6 +112,10 @@ pub struct GpuReading {
     /// Per-process utilisation samples newer than the last ones seen; `None` when the
     /// GPU does not support them (e.g. under MIG).
     pub util_samples: Option<Vec<UtilSample>>,
+    /// Under MIG with GPM: each instance's SM utilisation since the previous reading
+    /// (percent of the instance's SMs), by MIG device index; `None` without GPM or on
+    /// the first reading.
+    pub mig_activity: Option<BTreeMap<u32, f64>>,
     /// Queries that failed for a reason other than "not supported".
     pub errors: Vec<String>,
 }
@@ -122,9 +131,14 @@ pub trait GpuReader {
 
 /// NVML through `nvml-wrapper`.
 pub struct NvmlReader {
-    nvml: Nvml,
+    /// Leaked on purpose: GPM samples borrow the library for as long as they live, and
+    /// the agent keeps each instance's last sample across readings (one library per
+    /// process, for its whole life).
+    nvml: &'static Nvml,
     gpus: Vec<GpuInfo>,
     library: String,
+    /// Each MIG instance's last GPM sample, by (slot, MIG device index).
+    gpm_last: Mutex<HashMap<(usize, u32), GpmSample<'static>>>,
 }
 
 /// Which library to load: the configured path, else `INFERWATT_NVML_LIB`, else the
@@ -172,9 +186,10 @@ impl NvmlReader {
             gpus.push(read_info(index, &dev)?);
         }
         Ok(NvmlReader {
-            nvml,
+            nvml: Box::leak(Box::new(nvml)),
             gpus,
             library: library.display().to_string(),
+            gpm_last: Mutex::new(HashMap::new()),
         })
     }
 
@@ -185,7 +200,54 @@ impl NvmlReader {
 
     /// Direct access for `check`, which probes each call.
     pub fn nvml(&self) -> &Nvml {
-        &self.nvml
+        self.nvml
+    }
+
+    /// Each occupied MIG instance's SM utilisation since the previous call (GPM), by MIG
+    /// device index; `gi_of` maps an occupied instance's MIG index to its GPU-instance id
+    /// (from its processes). `None` until every occupied instance has two samples, or
+    /// when a sample fails.
+    fn mig_activity(
+        &self,
+        slot: usize,
+        dev: &Device<'static>,
+        gi_of: &BTreeMap<u32, u32>,
+    ) -> Option<BTreeMap<u32, f64>> {
+        let mut last = self.gpm_last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = BTreeMap::new();
+        let mut complete = true;
+        last.retain(|(s, idx), _| *s != slot || gi_of.contains_key(idx));
+        for (&index, &gi) in gi_of {
+            let Ok(cur) = dev.gpm_mig_sample(gi) else {
+                last.remove(&(slot, index));
+                complete = false;
+                continue;
+            };
+            match last.insert((slot, index), cur) {
+                Some(prev) => {
+                    let cur = &last[&(slot, index)];
+                    let util = nvml_wrapper::gpm::gpm_metrics_get(
+                        self.nvml,
+                        &prev,
+                        cur,
+                        &[GpmMetricId::SmUtil],
+                    )
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(Result::ok)
+                    .map(|r| r.value)
+                    .filter(|v| v.is_finite() && *v >= 0.0);
+                    match util {
+                        Some(u) => {
+                            out.insert(index, u.min(100.0));
+                        }
+                        None => complete = false,
+                    }
+                }
+                None => complete = false,
+            }
+        }
+        (complete && !out.is_empty()).then_some(out)
     }
 }
 
@@ -219,6 +281,7 @@ fn read_info(index: u32, dev: &Device<'_>) -> Result<GpuInfo, SourceError> {
             });
         }
     }
+    let gpm = !mig.is_empty() && matches!(dev.gpm_support(), Ok(true));
     Ok(GpuInfo {
         index,
         uuid,
@@ -226,6 +289,7 @@ fn read_info(index: u32, dev: &Device<'_>) -> Result<GpuInfo, SourceError> {
         memory_total_bytes,
         power_limit_w,
         mig,
+        gpm,
     })
 }
 
@@ -334,6 +398,8 @@ impl GpuReader for NvmlReader {
 
         let mut processes = Vec::new();
         let mut processes_known = true;
+        // Under MIG: each occupied instance's GPU-instance id, from its processes.
+        let mut gi_of: BTreeMap<u32, u32> = BTreeMap::new();
         if info.mig.is_empty() {
             match dev.running_compute_processes() {
                 Ok(ps) => processes.extend(ps.into_iter().map(|p| GpuProcess {
@@ -353,10 +419,15 @@ impl GpuReader for NvmlReader {
                     .mig_device_by_index(m.index)
                     .and_then(|md| md.running_compute_processes());
                 match procs {
-                    Ok(ps) => processes.extend(ps.into_iter().map(|p| GpuProcess {
-                        pid: p.pid,
-                        used_memory_bytes: used_memory(p.used_gpu_memory),
-                        mig_index: Some(m.index),
+                    Ok(ps) => processes.extend(ps.into_iter().map(|p| {
+                        if let Some(gi) = p.gpu_instance_id {
+                            gi_of.insert(m.index, gi);
+                        }
+                        GpuProcess {
+                            pid: p.pid,
+                            used_memory_bytes: used_memory(p.used_gpu_memory),
+                            mig_index: Some(m.index),
+                        }
                     })),
                     Err(e) => {
                         processes_known = false;
@@ -390,7 +461,14 @@ impl GpuReader for NvmlReader {
             None
         };
 
+        let mig_activity = if info.gpm {
+            self.mig_activity(slot, &dev, &gi_of)
+        } else {
+            None
+        };
+
         Ok(GpuReading {
+            mig_activity,
             processes_known,
             t_ns,
             mono_ns,

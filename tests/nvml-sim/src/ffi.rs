@@ -1083,3 +1083,173 @@ pub unsafe extern "C" fn nvmlDeviceGetAttributes(
 ) -> Ret {
     nvmlDeviceGetAttributes_v2(device, attributes)
 }
+
+// ---- GPM (GPU Performance Monitoring, Hopper+) ---------------------------------------
+
+/// A GPM sample: which GPU (and MIG GPU instance) and when it was taken.
+#[derive(Debug, Default)]
+pub struct GpmSample {
+    gpu: usize,
+    gi: Option<u32>,
+    t_s: f64,
+    taken: bool,
+}
+
+#[repr(C)]
+pub struct GpmSupport {
+    version: c_uint,
+    is_supported_device: c_uint,
+}
+
+#[repr(C)]
+pub struct GpmMetricInfo {
+    short_name: *mut c_char,
+    long_name: *mut c_char,
+    unit: *mut c_char,
+}
+
+#[repr(C)]
+pub struct GpmMetric {
+    metric_id: c_uint,
+    nvml_return: Ret,
+    value: f64,
+    info: GpmMetricInfo,
+}
+
+/// The prefix of `nvmlGpmMetricsGet_t` the simulator reads and writes: `metrics` has
+/// NVML_GPM_METRIC_MAX entries in the header; only the first `num_metrics` are touched.
+#[repr(C)]
+pub struct GpmMetricsGet {
+    version: c_uint,
+    num_metrics: c_uint,
+    sample1: *mut GpmSample,
+    sample2: *mut GpmSample,
+    metrics: [GpmMetric; 1],
+}
+
+/// `NVML_GPM_METRIC_SM_UTIL`: percent of the SMs (of the instance, for a MIG sample)
+/// that were busy.
+const GPM_METRIC_SM_UTIL: c_uint = 2;
+
+fn gpm_device(d: &Dev) -> Result<&Gpu, Ret> {
+    let g = d.physical()?;
+    if g.gpm {
+        Ok(g)
+    } else {
+        Err(NOT_SUPPORTED)
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmQueryDeviceSupport(
+    device: *const Handle,
+    support: *mut GpmSupport,
+) -> Ret {
+    done(lookup(device).and_then(|d| {
+        if support.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        let on = d.physical()?.gpm;
+        (*support).is_supported_device = c_uint::from(on);
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmSampleAlloc(sample: *mut *mut GpmSample) -> Ret {
+    if sample.is_null() {
+        return INVALID_ARGUMENT;
+    }
+    sample.write(Box::into_raw(Box::default()));
+    SUCCESS
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmSampleFree(sample: *mut GpmSample) -> Ret {
+    if sample.is_null() {
+        return INVALID_ARGUMENT;
+    }
+    drop(Box::from_raw(sample));
+    SUCCESS
+}
+
+unsafe fn gpm_take(device: *const Handle, gi: Option<u32>, sample: *mut GpmSample) -> Ret {
+    done(lookup(device).and_then(|d| {
+        let g = gpm_device(&d)?;
+        if sample.is_null() {
+            return Err(INVALID_ARGUMENT);
+        }
+        if let Some(gi) = gi {
+            let known = g
+                .mig
+                .as_ref()
+                .is_some_and(|m| m.instances.iter().any(|i| i.gi_id == gi));
+            if !known {
+                return Err(INVALID_ARGUMENT);
+            }
+        }
+        let s = &mut *sample;
+        s.gpu = d.gpu;
+        s.gi = gi;
+        s.t_s = d.t_s();
+        s.taken = true;
+        Ok(())
+    }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmSampleGet(device: *const Handle, sample: *mut GpmSample) -> Ret {
+    gpm_take(device, None, sample)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmMigSampleGet(
+    device: *const Handle,
+    gpu_instance_id: c_uint,
+    sample: *mut GpmSample,
+) -> Ret {
+    gpm_take(device, Some(gpu_instance_id), sample)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpmMetricsGet(request: *mut GpmMetricsGet) -> Ret {
+    let l = match loaded() {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    if request.is_null() {
+        return INVALID_ARGUMENT;
+    }
+    let r = &mut *request;
+    if r.version != 1 {
+        return ARGUMENT_VERSION_MISMATCH;
+    }
+    if r.sample1.is_null() || r.sample2.is_null() || r.num_metrics > 210 {
+        return INVALID_ARGUMENT;
+    }
+    let (a, b) = (&*r.sample1, &*r.sample2);
+    if !a.taken || !b.taken || a.gpu != b.gpu || a.gi != b.gi || b.t_s <= a.t_s {
+        return INVALID_ARGUMENT;
+    }
+    let g = &l.scenario.gpus[a.gpu];
+    let metrics = std::ptr::addr_of_mut!(r.metrics).cast::<GpmMetric>();
+    for i in 0..r.num_metrics as usize {
+        let m = &mut *metrics.add(i);
+        m.info = GpmMetricInfo {
+            short_name: std::ptr::null_mut(),
+            long_name: std::ptr::null_mut(),
+            unit: std::ptr::null_mut(),
+        };
+        if m.metric_id == GPM_METRIC_SM_UTIL {
+            m.value = match a.gi {
+                Some(gi) => g.instance_sm_util(gi, a.t_s, b.t_s),
+                None => g.gpu_sm_util(a.t_s, b.t_s),
+            };
+            m.nvml_return = SUCCESS;
+        } else {
+            m.value = 0.0;
+            m.nvml_return = NOT_SUPPORTED;
+        }
+    }
+    SUCCESS
+}

@@ -225,6 +225,18 @@ impl Gpu {
         acc
     }
 
+    /// Mean SM utilisation of the whole GPU over [a, b], percent (GPM on a whole GPU).
+    pub fn gpu_sm_util(&self, a: f64, b: f64) -> f64 {
+        if b <= a {
+            return 0.0;
+        }
+        let mut acc = 0.0;
+        self.for_each_segment(a, b, |dt, l| {
+            acc += l.util.iter().sum::<f64>().min(100.0) * dt
+        });
+        acc / (b - a)
+    }
+
     /// Mean utilisation of process `pid` over [a, b], percent.
     pub fn mean_util(&self, pid: u32, a: f64, b: f64) -> f64 {
         let Some(i) = self.processes.iter().position(|p| p.pid == pid) else {
@@ -236,6 +248,27 @@ impl Gpu {
         let mut acc = 0.0;
         self.for_each_segment(a, b, |dt, l| acc += l.util[i] * dt);
         acc / (b - a)
+    }
+
+    /// GPM's SM utilisation of MIG GPU instance `gi` over [a, b], percent of the
+    /// instance's SMs: its processes' utilisation (percent of the whole GPU) × 7 / the
+    /// instance's compute slices, at most 100. 0 outside MIG or for an unknown instance.
+    pub fn instance_sm_util(&self, gi: u32, a: f64, b: f64) -> f64 {
+        let Some(slices) = self
+            .mig
+            .as_ref()
+            .and_then(|m| m.instances.iter().find(|i| i.gi_id == gi))
+            .map(|i| f64::from(i.slices.max(1)))
+        else {
+            return 0.0;
+        };
+        let whole: f64 = self
+            .processes
+            .iter()
+            .filter(|p| p.mig_gi == Some(gi))
+            .map(|p| self.mean_util(p.pid, a, b))
+            .sum();
+        (whole * 7.0 / slices).min(100.0)
     }
 
     /// The exact energy split over [a, b].

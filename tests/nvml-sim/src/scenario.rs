@@ -109,6 +109,10 @@ pub struct Gpu {
     /// MIG configuration; absent means MIG disabled.
     #[serde(default)]
     pub mig: Option<Mig>,
+    /// GPU Performance Monitoring (`nvmlGpm*`, Hopper and newer): per-MIG-instance SM
+    /// utilisation between two samples. Off by default (older drivers, non-Hopper).
+    #[serde(default)]
+    pub gpm: bool,
     /// Compute processes holding memory on this GPU.
     #[serde(default)]
     pub processes: Vec<Process>,

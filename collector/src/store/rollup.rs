@@ -265,27 +265,48 @@ pub fn split_count(count: i64, parts: &[(i64, i64)]) -> Vec<i64> {
 
 /// Stores the typed row of a newly inserted point and adds its interval to the rollup
 /// buckets it covers, pro rata to time (raw rows keep the point as sent). `gpu_s` is the
-/// The split-method row of a `model_energy` point: its GPU energy under `method`.
-fn insert_split(
-    tx: &Transaction<'_>,
-    ts: i64,
-    series_id: i64,
-    method: &str,
-    energy_j: f64,
-    interval_s: f64,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![ts, series_id, method, energy_j, interval_s])?;
-    let mut up = tx.prepare_cached(
-        "INSERT INTO model_split_rollup (level, bucket, series_id, method, energy_j, interval_s, points)
+/// A table of (key, energy, seconds) rows, raw and rolled up: `gpu_*` by measurement
+/// path (`source`), `model_split_*` by split method (`method`).
+struct KeyedRows {
+    /// The raw insert (ts, series_id, key, energy_j, interval_s).
+    raw: &'static str,
+    /// The rollup upsert (level, bucket, series_id, key, energy_j, interval_s, points).
+    rollup: &'static str,
+}
+
+const GPU_ROWS: KeyedRows = KeyedRows {
+    raw: "INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+    rollup: "INSERT INTO gpu_rollup (level, bucket, series_id, source, energy_j, interval_s, points)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
+           energy_j = energy_j + excluded.energy_j,
+           interval_s = interval_s + excluded.interval_s,
+           points = points + excluded.points",
+};
+
+const SPLIT_ROWS: KeyedRows = KeyedRows {
+    raw: "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+    rollup: "INSERT INTO model_split_rollup (level, bucket, series_id, method, energy_j, interval_s, points)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (level, bucket, series_id, method) DO UPDATE SET
            energy_j = energy_j + excluded.energy_j,
            interval_s = interval_s + excluded.interval_s,
            points = points + excluded.points",
-    )?;
+};
+
+/// Stores one keyed row and spreads it over the rollup buckets its interval covers.
+fn insert_keyed(
+    tx: &Transaction<'_>,
+    t: &KeyedRows,
+    ts: i64,
+    series_id: i64,
+    key: &str,
+    energy_j: f64,
+    interval_s: f64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(t.raw)?
+        .execute(params![ts, series_id, key, energy_j, interval_s])?;
+    let mut up = tx.prepare_cached(t.rollup)?;
     for (width, level) in LEVELS {
         let ps = parts(ts, interval_ns(interval_s), width);
         let e = split_value(energy_j, &ps);
@@ -296,7 +317,7 @@ fn insert_split(
                 level,
                 b,
                 series_id,
-                method,
+                key,
                 e[i],
                 secs,
                 point_mark(i, n)
@@ -319,41 +340,7 @@ pub fn insert_typed(
             source,
             energy_j,
             interval_s,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![ts, series_id, source, energy_j, interval_s])?;
-            let mut up = tx.prepare_cached(
-                "INSERT INTO gpu_rollup (level, bucket, series_id, source, energy_j, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
-                   energy_j = energy_j + excluded.energy_j,
-                   interval_s = interval_s + excluded.interval_s,
-                   points = points + excluded.points",
-            )?;
-            for (width, level) in LEVELS {
-                let ps = parts(ts, interval_ns(*interval_s), width);
-                let e = split_value(*energy_j, &ps);
-                let n = ps.len();
-                for (i, (b, ns)) in ps.iter().enumerate() {
-                    let secs = if n == 1 {
-                        *interval_s
-                    } else {
-                        *ns as f64 / 1e9
-                    };
-                    up.execute(params![
-                        level,
-                        b,
-                        series_id,
-                        source,
-                        e[i],
-                        secs,
-                        point_mark(i, n)
-                    ])?;
-                }
-            }
-        }
+        } => insert_keyed(tx, &GPU_ROWS, ts, series_id, source, *energy_j, *interval_s)?,
         Typed::ModelEnergy {
             active_j,
             idle_j,
@@ -363,7 +350,15 @@ pub fn insert_typed(
             ..
         } => {
             if let Some(method) = method {
-                insert_split(tx, ts, series_id, method, active_j + idle_j, *interval_s)?;
+                insert_keyed(
+                    tx,
+                    &SPLIT_ROWS,
+                    ts,
+                    series_id,
+                    method,
+                    active_j + idle_j,
+                    *interval_s,
+                )?;
             }
             tx.prepare_cached(
                 "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)

@@ -5,12 +5,11 @@
 //! energy is within 2% of ground truth; the same GPU without GPM splits by instance size
 //! (`mig`) and is far off (printed beside it). Conservation is exact in every interval.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use inferwatt_core::lineproto::Point;
 use inferwatt_tests::fleet::model_process;
 use inferwatt_tests::harness::{self, FileAgent};
+use inferwatt_tests::split::{assert_conserved, errors, lcg, show, window};
 use nvml_sim::Scenario;
 use serde_json::{json, Value};
 
@@ -19,17 +18,6 @@ const NO_GPM: &str = "GPU-9a000000-0000-4000-8000-000000000002";
 const RUN_S: f64 = 40.0;
 const FROM_S: f64 = 10.0;
 const TO_S: f64 = 38.0;
-
-fn f(p: &Point, k: &str) -> f64 {
-    p.field_f64(k).unwrap_or(0.0)
-}
-
-fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (*seed >> 11) as f64 / (1u64 << 53) as f64
-}
 
 fn gpu(uuid: &str, gpm: bool, small: u32, large: u32, n: u32) -> Value {
     let mut seed = 17;
@@ -95,83 +83,24 @@ fn gpm_splits_mig_instances_by_measured_activity() {
         (epoch + (TO_S * 1000.0) as i64) * 1_000_000,
     );
 
-    // Conservation in every interval.
-    let mut by_interval: BTreeMap<(String, i64), f64> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.measurement == "model_energy") {
-        *by_interval
-            .entry((
-                p.tag_value("gpu_uuid").unwrap_or("").into(),
-                p.timestamp.unwrap_or(0),
-            ))
-            .or_default() += f(p, "active_j") + f(p, "idle_j");
-    }
-    for g in points.iter().filter(|p| p.measurement == "gpu") {
-        let key = (
-            g.tag_value("gpu_uuid").unwrap_or("").to_string(),
-            g.timestamp.unwrap_or(0),
-        );
-        let e = f(g, "energy_j");
-        let m = by_interval.get(&key).copied().unwrap_or(0.0);
-        assert!((m - e).abs() <= 1e-9 * e.max(1.0), "{key:?}: {m} vs {e}");
-    }
-
-    let check = |uuid: &str, models: [(u32, &str); 2]| -> (Vec<(String, f64)>, Vec<String>) {
-        let mut got: BTreeMap<String, f64> = BTreeMap::new();
-        let mut methods: Vec<String> = Vec::new();
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for p in &points {
-            if p.measurement != "model_energy" || p.tag_value("gpu_uuid") != Some(uuid) {
-                continue;
-            }
-            let end = p.timestamp.expect("ts");
-            if end <= from_ns || end > to_ns {
-                continue;
-            }
-            lo = lo.min(end - (f(p, "interval_s") * 1e9).round() as i64);
-            hi = hi.max(end);
-            *got.entry(p.tag_value("model").unwrap_or("").into())
-                .or_default() += f(p, "active_j");
-            let m = p
-                .field_value("method")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string();
-            if !methods.contains(&m) {
-                methods.push(m);
-            }
-        }
-        let truth = sim
-            .truth_unix_ms(lo / 1_000_000, hi / 1_000_000)
-            .expect("truth");
-        let g = truth.gpus.iter().find(|g| g.uuid == uuid).expect("gpu");
-        let errs = models
-            .iter()
-            .map(|(pid, model)| {
-                let t = g
-                    .processes
-                    .iter()
-                    .find(|p| p.pid == *pid)
-                    .expect("pid")
-                    .active_j;
-                (
-                    model.to_string(),
-                    (got.get(*model).copied().unwrap_or(0.0) - t) / t,
-                )
-            })
-            .collect();
-        (errs, methods)
-    };
-    let (gpm, gpm_methods) = check(GPM, [(a1.pid(), "gpm/small"), (b1.pid(), "gpm/large")]);
-    let (slices, slice_methods) = check(
-        NO_GPM,
-        [(a2.pid(), "slices/small"), (b2.pid(), "slices/large")],
+    assert!(assert_conserved(&points) > 50);
+    let (w1, w2) = (
+        window(&points, GPM, from_ns, to_ns),
+        window(&points, NO_GPM, from_ns, to_ns),
     );
-    let show = |e: &[(String, f64)]| {
-        e.iter()
-            .map(|(m, x)| format!("{m} {:+.2}%", 100.0 * x))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let gpm = errors(
+        &sim,
+        GPM,
+        &[(a1.pid(), "gpm/small"), (b1.pid(), "gpm/large")],
+        &w1,
+    );
+    let slices = errors(
+        &sim,
+        NO_GPM,
+        &[(a2.pid(), "slices/small"), (b2.pid(), "slices/large")],
+        &w2,
+    );
+    let (gpm_methods, slice_methods) = (w1.methods, w2.methods);
     println!("MIG, active energy vs ground truth:");
     println!("  with GPM     {}   methods {gpm_methods:?}", show(&gpm));
     println!(

@@ -22,6 +22,7 @@ use std::time::Duration;
 use inferwatt_core::lineproto::Point;
 use inferwatt_tests::fleet::model_process;
 use inferwatt_tests::harness::{self, FileAgent, Proc};
+use inferwatt_tests::split::{assert_conserved, errors, lcg, show as show_errors, window};
 use nvml_sim::Scenario;
 use serde_json::{json, Value};
 
@@ -37,18 +38,6 @@ const TO_S: f64 = 148.0;
 
 /// Per agent: each model's relative error, and the split methods its rows used.
 type Outcome<'a> = BTreeMap<&'a str, (Vec<(String, f64)>, Vec<String>)>;
-
-fn f(p: &Point, k: &str) -> f64 {
-    p.field_f64(k).unwrap_or(0.0)
-}
-
-/// A deterministic pseudo-random sequence in [0, 1).
-fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (*seed >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// Phases of 1.5 to 3 s, each process's utilisation drawn independently from its range.
 fn phases(procs: &[(u32, f64, (f64, f64))], seed: u64, vary: bool) -> Value {
@@ -84,94 +73,6 @@ fn gpu(uuid: &str, procs: &[(&Proc, f64, (f64, f64))], seed: u64, vary: bool) ->
         "processes": ids.iter().map(|(pid, _, _)| json!({"pid": pid, "used_memory_bytes": 20 * gb, "start_s": 0.0})).collect::<Vec<_>>(),
         "phases": phases(&ids, seed, vary),
     })
-}
-
-/// Per-model active energy of `uuid` over the intervals ending in (from, to], the
-/// methods seen there, and the span those intervals cover (Unix ms).
-fn active_by_model(
-    points: &[Point],
-    uuid: &str,
-    from_ns: i64,
-    to_ns: i64,
-) -> (BTreeMap<String, f64>, Vec<String>, (i64, i64)) {
-    let mut by = BTreeMap::new();
-    let mut methods = Vec::new();
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    for p in points {
-        if p.measurement != "model_energy" || p.tag_value("gpu_uuid") != Some(uuid) {
-            continue;
-        }
-        let end = p.timestamp.expect("timestamp");
-        if end <= from_ns || end > to_ns {
-            continue;
-        }
-        let start = end - (f(p, "interval_s") * 1e9).round() as i64;
-        lo = lo.min(start);
-        hi = hi.max(end);
-        *by.entry(p.tag_value("model").unwrap_or("").to_string())
-            .or_insert(0.0) += f(p, "active_j");
-        let m = p
-            .field_value("method")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        if !methods.contains(&m) {
-            methods.push(m);
-        }
-    }
-    (by, methods, (lo / 1_000_000, hi / 1_000_000))
-}
-
-/// Relative error of each model's active energy against the truth over `span`.
-fn errors(
-    scenario: &Scenario,
-    uuid: &str,
-    models: &[(u32, &str)],
-    got: &BTreeMap<String, f64>,
-    span: (i64, i64),
-) -> Vec<(String, f64)> {
-    let truth = scenario.truth_unix_ms(span.0, span.1).expect("truth");
-    let g = truth.gpus.iter().find(|g| g.uuid == uuid).expect("gpu");
-    models
-        .iter()
-        .map(|(pid, model)| {
-            let t = g
-                .processes
-                .iter()
-                .find(|p| p.pid == *pid)
-                .expect("process")
-                .active_j;
-            let a = got.get(*model).copied().unwrap_or(0.0);
-            (model.to_string(), (a - t) / t)
-        })
-        .collect()
-}
-
-fn conservation(points: &[Point]) {
-    let mut models: BTreeMap<(String, i64), f64> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.measurement == "model_energy") {
-        *models
-            .entry((
-                p.tag_value("gpu_uuid").unwrap_or("").to_string(),
-                p.timestamp.unwrap_or(0),
-            ))
-            .or_default() += f(p, "active_j") + f(p, "idle_j");
-    }
-    let mut n = 0;
-    for g in points.iter().filter(|p| p.measurement == "gpu") {
-        let key = (
-            g.tag_value("gpu_uuid").unwrap_or("").to_string(),
-            g.timestamp.unwrap_or(0),
-        );
-        let e = f(g, "energy_j");
-        let m = models.get(&key).copied().unwrap_or(0.0);
-        assert!(
-            (m - e).abs() <= 1e-9 * e.max(1.0),
-            "interval {key:?}: models {m} J, GPU {e} J"
-        );
-        n += 1;
-    }
-    assert!(n > 100, "only {n} GPU intervals");
 }
 
 #[test]
@@ -233,25 +134,22 @@ fn the_power_model_splits_by_learned_power_and_falls_back_where_it_cannot_tell()
     );
     let pts: BTreeMap<&str, Vec<Point>> = agents.iter().map(|(n, a)| (*n, a.points())).collect();
     for p in pts.values() {
-        conservation(p);
+        let n = assert_conserved(p);
+        assert!(n > 100, "only {n} GPU intervals");
     }
 
     let report = |uuid: &str, models: &[(u32, &str)]| -> Outcome<'_> {
         pts.iter()
             .map(|(name, p)| {
-                let (got, methods, span) = active_by_model(p, uuid, from_ns, to_ns);
-                (*name, (errors(&sim, uuid, models, &got, span), methods))
+                let w = window(p, uuid, from_ns, to_ns);
+                (*name, (errors(&sim, uuid, models, &w), w.methods))
             })
             .collect()
     };
     let show = |title: &str, r: &Outcome<'_>| {
         println!("{title}");
         for (name, (errs, methods)) in r {
-            let e: Vec<String> = errs
-                .iter()
-                .map(|(m, e)| format!("{m} {:+.2}%", 100.0 * e))
-                .collect();
-            println!("  {name:<10} {}   methods {methods:?}", e.join(", "));
+            println!("  {name:<10} {}   methods {methods:?}", show_errors(errs));
         }
     };
     let worst = |r: &Outcome<'_>, name: &str| -> f64 {
@@ -271,27 +169,11 @@ fn the_power_model_splits_by_learned_power_and_falls_back_where_it_cannot_tell()
         &unequal,
     );
     for (name, p) in &pts {
-        let rows: Vec<&Point> = p
-            .iter()
-            .filter(|p| {
-                p.measurement == "model_energy"
-                    && p.tag_value("gpu_uuid") == Some(GPU_UNEQUAL)
-                    && p.timestamp.is_some_and(|t| t > from_ns && t <= to_ns)
-            })
-            .collect();
-        let idle: f64 = rows.iter().map(|p| f(p, "idle_j")).sum();
-        let mut ends: Vec<i64> = rows.iter().filter_map(|p| p.timestamp).collect();
-        ends.sort();
-        ends.dedup();
-        let secs: f64 = rows
-            .iter()
-            .filter(|p| p.tag_value("model") == Some("prefill-heavy/A"))
-            .map(|p| f(p, "interval_s"))
-            .sum();
+        let w = window(p, GPU_UNEQUAL, from_ns, to_ns);
+        let secs = (w.span_ms.1 - w.span_ms.0) as f64 / 1000.0;
         println!(
-            "  {name:<10} static power used: {:.2} W on average over {} intervals",
-            idle / secs,
-            ends.len()
+            "  {name:<10} static power used: {:.2} W on average",
+            w.idle_j / secs
         );
     }
     for name in ["pm_idle", "pm_noidle"] {

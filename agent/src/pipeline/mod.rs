@@ -466,6 +466,7 @@ impl<R: GpuReader> Sampler<R> {
                         processes_known: reading.processes_known,
                         mig: !info.mig.is_empty(),
                         has_samples: sm.is_some(),
+                        nominal_s: self.cfg.sampling.interval_s,
                         activity: &activity,
                     },
                     known_static,

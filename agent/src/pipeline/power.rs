@@ -33,13 +33,22 @@ pub struct IntervalFacts<'a> {
     pub mig: bool,
     /// True when per-process utilisation samples exist for this interval.
     pub has_samples: bool,
+    /// The configured sampling interval, seconds.
+    pub nominal_s: f64,
     pub activity: &'a [ProcessActivity],
 }
 
+/// Intervals longer than this many sampling intervals do not join the window: a late
+/// tick is kept, but after a stall (agent stopped, host suspended) the driver's
+/// utilisation buffer covers only the interval's last seconds, and the interval-length
+/// weight of such a row would outweigh the whole window.
+pub const MAX_ROW_INTERVALS: f64 = 3.0;
+
 /// Feeds one interval to `pm` and decides its split. Only intervals whose energy came
-/// from the counter, with a known process list and utilisation samples, join the window
-/// (an integrated or gap interval's power is not what the utilisation drew). An interval
-/// without samples or under MIG gets no power-model weights and no summary.
+/// from the counter, with a known process list and utilisation samples, and no longer
+/// than [`MAX_ROW_INTERVALS`] sampling intervals, join the window (an integrated or gap
+/// interval's power is not what the utilisation drew). An interval without samples or
+/// under MIG gets no power-model weights and no summary.
 pub fn step(pm: &mut PowerModel, facts: IntervalFacts<'_>, known_static: Option<f64>) -> PowerStep {
     if facts.mig || !facts.processes_known || !facts.has_samples || facts.dt_s <= 0.0 {
         return PowerStep::default();
@@ -48,7 +57,7 @@ pub fn step(pm: &mut PowerModel, facts: IntervalFacts<'_>, known_static: Option<
     for a in facts.activity {
         *util.entry(a.model.clone()).or_default() += a.sm_util.unwrap_or(0.0).max(0.0);
     }
-    if facts.source == EnergySource::Counter {
+    if facts.source == EnergySource::Counter && facts.dt_s <= MAX_ROW_INTERVALS * facts.nominal_s {
         pm.observe(Row {
             dt_s: facts.dt_s,
             power_w: facts.energy_j / facts.dt_s,
@@ -163,4 +172,71 @@ pub fn describe(s: &Summary, now_ns: i64) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::ProcessActivity;
+    use crate::power_model::PowerModelConfig;
+
+    fn activity(a: f64, b: f64) -> Vec<ProcessActivity> {
+        [(1, "a", a), (2, "b", b)]
+            .into_iter()
+            .map(|(pid, m, u)| ProcessActivity {
+                pid,
+                model: ModelKey::new(m, "vllm"),
+                sm_util: Some(u),
+                mem_bytes: None,
+                mig_instance: None,
+            })
+            .collect()
+    }
+
+    fn facts(dt_s: f64, energy_j: f64, act: &[ProcessActivity]) -> IntervalFacts<'_> {
+        IntervalFacts {
+            end_ns: 0,
+            dt_s,
+            energy_j,
+            source: EnergySource::Counter,
+            processes_known: true,
+            mig: false,
+            has_samples: true,
+            nominal_s: 1.0,
+            activity: act,
+        }
+    }
+
+    #[test]
+    fn an_interval_far_longer_than_the_sampling_interval_does_not_join_the_window() {
+        // 10 and 4 W per percent over 70 W static, on 1-s intervals.
+        let mut pm = PowerModel::new(PowerModelConfig {
+            window_s: 120.0,
+            min_intervals: 10,
+        });
+        let mut seed = 3u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            5.0 + 40.0 * ((seed >> 11) as f64 / (1u64 << 53) as f64)
+        };
+        for _ in 0..40 {
+            let (a, b) = (next(), next());
+            let act = activity(a, b);
+            step(
+                &mut pm,
+                facts(1.0, 70.0 + 10.0 * a + 4.0 * b, &act),
+                Some(70.0),
+            );
+        }
+        let before = pm.len();
+        // The agent was stopped (SIGSTOP) for an hour: the counter covers 3,600 s but the
+        // driver's utilisation buffer only its last seconds, which say 40% and 5% while
+        // the hour was nearly idle. One such row would outweigh the whole window.
+        let act = activity(40.0, 5.0);
+        let long = step(&mut pm, facts(3600.0, 3600.0 * 80.0, &act), Some(70.0));
+        assert_eq!(pm.len(), before, "the hour-long interval joined the window");
+        let w = long.weights.expect("still split by the window's weights");
+        let key = |m: &str| ModelKey::new(m, "vllm");
+        assert!((w[&key("a")] - 10.0).abs() < 1e-6 && (w[&key("b")] - 4.0).abs() < 1e-6);
+    }
 }

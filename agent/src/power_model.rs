@@ -144,36 +144,34 @@ struct Packed {
     util: Vec<(u32, f64)>,
 }
 
-/// Exponentially forgotten normal equations over every row seen.
+/// Interval-length-weighted normal equations over the columns [intercept, models…]:
+/// Σ w·dt·x·xᵀ and Σ w·dt·x·y.
 #[derive(Debug, Clone, Default)]
-struct LongStats {
+struct Normal {
     g: BTreeMap<(Col, Col), f64>,
     b: BTreeMap<Col, f64>,
-    rows: f64,
 }
 
-impl LongStats {
-    fn add(&mut self, r: &Packed) {
-        let keep = (-r.dt_s / STATIC_MEMORY_S).exp();
-        self.g.values_mut().for_each(|v| *v *= keep);
-        self.b.values_mut().for_each(|v| *v *= keep);
-        self.rows = self.rows * keep + 1.0;
+impl Normal {
+    /// Adds row `r` with weight `w` (−1 takes it back out).
+    fn add(&mut self, r: &Packed, w: f64) {
         let mut x: Vec<(Col, f64)> = vec![(None, 1.0)];
         x.extend(r.util.iter().map(|(k, u)| (Some(*k), *u)));
         for (ci, xi) in &x {
-            *self.b.entry(*ci).or_default() += r.dt_s * xi * r.power_w;
+            *self.b.entry(*ci).or_default() += w * r.dt_s * xi * r.power_w;
             for (cj, xj) in &x {
-                *self.g.entry((*ci, *cj)).or_default() += r.dt_s * xi * xj;
+                *self.g.entry((*ci, *cj)).or_default() += w * r.dt_s * xi * xj;
             }
         }
-        // Forget models whose column has decayed to nothing.
-        let floor = 1e-12 * self.g.get(&(None, None)).copied().unwrap_or(0.0);
-        let gone: Vec<Col> = self
-            .b
-            .keys()
-            .filter(|c| c.is_some() && self.g.get(&(**c, **c)).copied().unwrap_or(0.0) <= floor)
-            .copied()
-            .collect();
+    }
+
+    fn scale(&mut self, keep: f64) {
+        self.g.values_mut().for_each(|v| *v *= keep);
+        self.b.values_mut().for_each(|v| *v *= keep);
+    }
+
+    /// Removes the columns in `gone` from the equations.
+    fn drop_cols(&mut self, gone: &[Col]) {
         if !gone.is_empty() {
             self.b.retain(|c, _| !gone.contains(c));
             self.g
@@ -181,24 +179,54 @@ impl LongStats {
         }
     }
 
+    fn get(&self, a: &Col, b: &Col) -> f64 {
+        self.g.get(&(*a, *b)).copied().unwrap_or(0.0)
+    }
+
+    /// The Gram matrix over `cols`.
+    fn matrix(&self, cols: &[Col]) -> Vec<Vec<f64>> {
+        cols.iter()
+            .map(|a| cols.iter().map(|c| self.get(a, c)).collect())
+            .collect()
+    }
+}
+
+/// Exponentially forgotten normal equations over every row seen.
+#[derive(Debug, Clone, Default)]
+struct LongStats {
+    eq: Normal,
+    rows: f64,
+}
+
+impl LongStats {
+    fn add(&mut self, r: &Packed) {
+        let keep = (-r.dt_s / STATIC_MEMORY_S).exp();
+        self.eq.scale(keep);
+        self.rows = self.rows * keep + 1.0;
+        self.eq.add(r, 1.0);
+        // Forget models whose column has decayed to nothing.
+        let floor = 1e-12 * self.eq.get(&None, &None);
+        let gone: Vec<Col> = self
+            .eq
+            .b
+            .keys()
+            .filter(|c| c.is_some() && self.eq.get(c, c) <= floor)
+            .copied()
+            .collect();
+        self.eq.drop_cols(&gone);
+    }
+
     /// The intercept of the long-memory fit, when the statistics identify it.
     fn static_w(&self, min_rows: usize) -> Option<f64> {
         if self.rows < min_rows as f64 {
             return None;
         }
-        let cols: Vec<&Col> = self.b.keys().collect();
-        let k = cols.len();
-        let g: Vec<Vec<f64>> = cols
-            .iter()
-            .map(|a| {
-                cols.iter()
-                    .map(|b| self.g.get(&(**a, **b)).copied().unwrap_or(0.0))
-                    .collect()
-            })
-            .collect();
-        let b: Vec<f64> = cols.iter().map(|c| self.b[*c]).collect();
+        let cols: Vec<Col> = self.eq.b.keys().copied().collect();
+        let g = self.eq.matrix(&cols);
+        let b: Vec<f64> = cols.iter().map(|c| self.eq.b[c]).collect();
         let (coef, conditioning) = scaled_nnls(&g, &b);
-        (k > 0 && conditioning >= MIN_CONDITIONING && coef[0].is_finite()).then(|| coef[0])
+        (!cols.is_empty() && conditioning >= MIN_CONDITIONING && coef[0].is_finite())
+            .then(|| coef[0])
     }
 }
 
@@ -254,12 +282,11 @@ pub struct PowerModel {
 /// Evictions between two rebuilds of the window's sums from its rows.
 const REBUILD_EVERY: usize = 1024;
 
-/// The window's sufficient statistics: Σ dt·x·xᵀ and Σ dt·x·y over the columns
-/// [intercept, models…], Σ dt·y², and per model the rows it appears in and is busy in.
+/// The window's sufficient statistics: its normal equations, Σ dt·y², and per model
+/// the rows it appears in and is busy in.
 #[derive(Debug, Clone, Default)]
 struct WindowSums {
-    g: BTreeMap<(Col, Col), f64>,
-    b: BTreeMap<Col, f64>,
+    eq: Normal,
     yy: f64,
     present: BTreeMap<u32, usize>,
     busy: BTreeMap<u32, usize>,
@@ -267,14 +294,7 @@ struct WindowSums {
 
 impl WindowSums {
     fn add(&mut self, r: &Packed, sign: f64) {
-        let mut x: Vec<(Col, f64)> = vec![(None, 1.0)];
-        x.extend(r.util.iter().map(|(k, u)| (Some(*k), *u)));
-        for (ci, xi) in &x {
-            *self.b.entry(*ci).or_default() += sign * r.dt_s * xi * r.power_w;
-            for (cj, xj) in &x {
-                *self.g.entry((*ci, *cj)).or_default() += sign * r.dt_s * xi * xj;
-            }
-        }
+        self.eq.add(r, sign);
         self.yy += sign * r.dt_s * r.power_w * r.power_w;
         for (k, u) in &r.util {
             bump(&mut self.present, *k, sign);
@@ -283,17 +303,13 @@ impl WindowSums {
             }
         }
         // A model no longer in any row leaves the equations.
-        let gone: Vec<u32> = r
+        let gone: Vec<Col> = r
             .util
             .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| !self.present.contains_key(k))
+            .filter(|(k, _)| !self.present.contains_key(k))
+            .map(|(k, _)| Some(*k))
             .collect();
-        for k in gone {
-            let c: Col = Some(k);
-            self.b.remove(&c);
-            self.g.retain(|(a, b), _| *a != c && *b != c);
-        }
+        self.eq.drop_cols(&gone);
     }
 
     fn rebuild<'a>(rows: impl Iterator<Item = &'a Packed>) -> WindowSums {
@@ -302,10 +318,6 @@ impl WindowSums {
             s.add(r, 1.0);
         }
         s
-    }
-
-    fn get(&self, a: &Col, b: &Col) -> f64 {
-        self.g.get(&(*a, *b)).copied().unwrap_or(0.0)
     }
 }
 
@@ -432,16 +444,14 @@ impl PowerModel {
         }
         cols.extend(models.iter().map(|m| Some(*m)));
         let k = cols.len();
-        let g: Vec<Vec<f64>> = cols
-            .iter()
-            .map(|a| cols.iter().map(|c| self.sums.get(a, c)).collect())
-            .collect();
+        let eq = &self.sums.eq;
+        let g = eq.matrix(&cols);
         let b: Vec<f64> = cols
             .iter()
-            .map(|c| self.sums.b.get(c).copied().unwrap_or(0.0) - s0 * self.sums.get(&None, c))
+            .map(|c| eq.b.get(c).copied().unwrap_or(0.0) - s0 * eq.get(&None, c))
             .collect();
-        let yy = self.sums.yy - 2.0 * s0 * self.sums.b.get(&None).copied().unwrap_or(0.0)
-            + s0 * s0 * self.sums.get(&None, &None);
+        let yy = self.sums.yy - 2.0 * s0 * eq.b.get(&None).copied().unwrap_or(0.0)
+            + s0 * s0 * eq.get(&None, &None);
         // Column scaling (unit diagonal) keeps the intercept and percent columns
         // comparable; a column that is all zero contributes nothing.
         let (coef, conditioning) = scaled_nnls(&g, &b);
@@ -990,12 +1000,13 @@ mod tests {
         assert!(!pm.sums.present.contains_key(&m1));
         assert!(pm
             .sums
+            .eq
             .g
             .keys()
             .all(|(a, b)| *a != Some(m1) && *b != Some(m1)));
         let fresh = WindowSums::rebuild(pm.rows.iter());
-        for (k, v) in &fresh.g {
-            let got = pm.sums.g[k];
+        for (k, v) in &fresh.eq.g {
+            let got = pm.sums.eq.g[k];
             assert!(
                 (got - v).abs() <= 1e-9 * v.abs().max(1.0),
                 "{k:?}: {got} vs {v}"

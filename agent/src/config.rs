@@ -318,10 +318,13 @@ impl Config {
             ));
         }
         for (name, w) in &s.idle_power_w {
-            if !(w.is_finite() && *w >= 0.0 && *w <= 5000.0) {
+            if !(w.is_finite() && *w >= 0.0 && *w <= crate::sample::MAX_STATIC_W) {
                 return Err(bad(
                     &format!("sampling.idle_power_w.\"{name}\""),
-                    format!("'{w}' is not a power between 0 and 5000 W"),
+                    format!(
+                        "'{w}' is not a power between 0 and {} W",
+                        crate::sample::MAX_STATIC_W
+                    ),
                 ));
             }
         }

@@ -82,6 +82,10 @@ pub struct GpuSampler {
     idle_run: (f64, f64),
 }
 
+/// The highest static power the agent accepts for one GPU, watts (configured or kept in
+/// the state file); no GPU idles above it.
+pub const MAX_STATIC_W: f64 = 5000.0;
+
 /// The lowest mean power over runs of at least [`IDLE_RUN_S`] of consecutive intervals:
 /// a floor on the static power that one short, quantised interval cannot drag down.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -167,8 +171,9 @@ impl GpuSampler {
 
     /// Lowers the learned static power if `power_w` was measured with no compute process
     /// (an idle run's mean, or a value kept from an earlier run).
+    /// A value above [`MAX_STATIC_W`] (a damaged state file, say) is ignored.
     pub fn observe_idle_power(&mut self, power_w: f64) {
-        if power_w.is_finite() && power_w > 0.0 {
+        if power_w.is_finite() && power_w > 0.0 && power_w <= MAX_STATIC_W {
             self.learned_idle_w = Some(self.learned_idle_w.map_or(power_w, |w| w.min(power_w)));
         }
     }
@@ -305,7 +310,12 @@ mod tests {
         s.observe_idle_power(70.0);
         s.observe_idle_power(80.0);
         s.observe_idle_power(f64::NAN);
+        s.observe_idle_power(-5.0);
         assert_eq!(s.learned_idle_w(), Some(70.0));
+        // An absurd value (a damaged state file) is not taken.
+        let mut s = GpuSampler::new();
+        s.observe_idle_power(1e9);
+        assert_eq!(s.learned_idle_w(), None);
         // Short idle intervals are averaged over a run: one 0.4 s-worth counter step in a
         // 0.5 s interval (56 W) does not become the static power.
         let mut s = GpuSampler::new();

@@ -87,8 +87,8 @@ pub struct AgentState {
     /// the agent was down are counted in its first interval, not lost.
     #[serde(default)]
     pub server_counters: Baselines,
-    /// Static power measured with no compute process (the lowest mean power of such an
-    /// interval), per GPU uuid: kept so that a restart does not relearn it.
+    /// Static power measured with no compute process (the lowest mean power of a 10-s
+    /// run of such intervals), per GPU uuid: kept so that a restart does not relearn it.
     #[serde(default)]
     pub idle_w: BTreeMap<String, f64>,
     /// Each GPU's power model at its last interval, per uuid (what `check` shows).

@@ -248,3 +248,75 @@ fn tokens_served_while_the_agent_was_down_are_counted() {
     assert_eq!(tokens(&points, "input_tokens"), 120.0, "input tokens");
     assert_eq!(tokens(&points, "requests"), 40.0, "requests");
 }
+
+/// The static power a GPU showed with no process is kept across a restart: the restarted
+/// agent, on a GPU that is never idle again, uses the 70 W it measured before instead of
+/// the lowest power it can see itself (the busy GPU's ~380 W).
+#[test]
+fn the_measured_static_power_survives_a_restart() {
+    use inferwatt_tests::fleet::model_process;
+    use inferwatt_tests::harness::FileAgent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model_process(
+        "vllm",
+        &["serve", "Qwen/Qwen2.5-7B-Instruct"],
+        None,
+        None,
+        1.0,
+    );
+    let epoch = harness::now_unix_ms();
+    // Idle for the first 13 s, then busy for good.
+    let scenario = json!({
+        "epoch_unix_ms": epoch,
+        "gpus": [{
+            "uuid": "GPU-5e000000-0000-4000-8000-000000000001", "name": "NVIDIA H100 80GB HBM3",
+            "idle_w": 70.0, "max_w": 700.0, "memory_total_bytes": 85_899_345_920u64,
+            "processes": [{"pid": model.pid(), "used_memory_bytes": 20_000_000_000u64, "start_s": 13.0}],
+            "phases": [{"start_s": 13.0, "end_s": 600.0, "procs": [
+                {"pid": model.pid(), "sm_util": 50.0, "weight": 1.0}
+            ]}]
+        }]
+    });
+    let agent = FileAgent::prepare(
+        dir.path(),
+        &scenario,
+        "[sampling]\ninterval_s = 0.5\nsplit = \"sm_util\"\n[server_metrics]\ndiscover = false\n[host]\nrapl = false\n",
+    );
+    let mut first = agent.spawn();
+    while harness::now_unix_ms() < epoch + 12_500 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    first.signal("TERM");
+    let before = agent.points().len();
+    let mut second = agent.spawn();
+    let restart_ms = harness::now_unix_ms();
+    while harness::now_unix_ms() < restart_ms.max(epoch + 14_000) + 5_000 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    second.signal("TERM");
+    // The restarted agent's intervals on the busy GPU: idle energy over their length.
+    let pts = agent.points();
+    let (mut idle_j, mut secs) = (0.0, 0.0);
+    for p in &pts[before..] {
+        let busy = p
+            .timestamp
+            .is_some_and(|t| t > (epoch + 14_000) * 1_000_000);
+        if p.measurement == "model_energy"
+            && busy
+            && p.tag_value("model") == Some("Qwen/Qwen2.5-7B-Instruct")
+        {
+            idle_j += f64_field(p, "idle_j");
+            secs += f64_field(p, "interval_s");
+        }
+    }
+    assert!(
+        secs > 2.0,
+        "only {secs} s of busy intervals after the restart"
+    );
+    let static_w = idle_j / secs;
+    assert!(
+        (static_w - 70.0).abs() < 1.5,
+        "the restarted agent used {static_w:.1} W of static power, not the 70 W measured before"
+    );
+    drop(model);
+}

@@ -56,8 +56,12 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 
 /// `GET /healthz`: 200 when the database answers.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.check()).await {
+    let s = state.clone();
+    let check = move || match &s.victoria {
+        Some(v) => v.check(),
+        None => s.store.check(),
+    };
+    match tokio::task::spawn_blocking(check).await {
         Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
@@ -123,7 +127,12 @@ async fn report(
     let result = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         s.authorize_read(authorization.as_deref())?;
         let factors = s.factors_choice();
-        Ok(reporting::render_report(&s.store, &req, &factors, format)?)
+        Ok(reporting::render_report(
+            s.reports(),
+            &req,
+            &factors,
+            format,
+        )?)
     })
     .await;
     match result {

@@ -89,6 +89,10 @@ pub struct Config {
     /// overrides it.
     #[serde(default)]
     pub factors: Option<FactorsFile>,
+    /// `[store]`: where accepted points are stored and reports read them (embedded SQLite
+    /// by default, or a VictoriaMetrics server or cluster).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// `[forward]`: forward every accepted point to another InfluxDB v2 write API
     /// (InfluxDB, VictoriaMetrics) through a durable spool, after the write commits here.
     #[serde(default)]
@@ -97,6 +101,120 @@ pub struct Config {
     /// [`Config::load`], empty otherwise.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded SQLite file at `db_path`.
+    #[default]
+    Sqlite,
+    /// A VictoriaMetrics single node or cluster (`write_url`, `query_url`).
+    VictoriaMetrics,
+}
+
+/// `[store]`: the backend and, for VictoriaMetrics, its endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite` (default) or `victoriametrics`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// VictoriaMetrics' InfluxDB write endpoint: single node
+    /// `http://vm:8428/api/v2/write`, cluster `http://vminsert:8480/insert/0/influx/api/v2/write`.
+    #[serde(default)]
+    pub write_url: Option<String>,
+    /// VictoriaMetrics' Prometheus query API: single node `http://vm:8428/prometheus`,
+    /// cluster `http://vmselect:8481/select/0/prometheus`.
+    #[serde(default)]
+    pub query_url: Option<String>,
+    /// Timeout of one request to VictoriaMetrics, in seconds.
+    #[serde(default = "default_store_timeout_s")]
+    pub timeout_s: f64,
+}
+
+fn default_store_timeout_s() -> f64 {
+    30.0
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Sqlite,
+            write_url: None,
+            query_url: None,
+            timeout_s: default_store_timeout_s(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The VictoriaMetrics settings, when that is the backend (validated URLs).
+    pub fn victoria(&self) -> Option<crate::store::victoria::VictoriaConfig> {
+        match (self.backend, &self.write_url, &self.query_url) {
+            (Backend::VictoriaMetrics, Some(w), Some(q)) => {
+                Some(crate::store::victoria::VictoriaConfig {
+                    write_url: w.clone(),
+                    query_url: q.clone(),
+                    timeout_s: self.timeout_s,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the `[store]` keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.timeout_s > 0.0 && self.timeout_s <= 3600.0) {
+            return Err(ConfigError::Invalid {
+                key: "store.timeout_s",
+                value: self.timeout_s.to_string(),
+                fix: "use a number of seconds above 0 and at most 3600 (default 30)",
+            });
+        }
+        let urls = [
+            ("store.write_url", &self.write_url),
+            ("store.query_url", &self.query_url),
+        ];
+        match self.backend {
+            Backend::Sqlite => {
+                for (key, v) in urls {
+                    if let Some(v) = v {
+                        return Err(ConfigError::Invalid {
+                            key,
+                            value: v.clone(),
+                            fix: "it is only used with backend = \"victoriametrics\"; set that, or remove the key",
+                        });
+                    }
+                }
+            }
+            Backend::VictoriaMetrics => {
+                for (key, v) in urls {
+                    let Some(v) = v else {
+                        return Err(ConfigError::Invalid {
+                            key,
+                            value: String::new(),
+                            fix: "backend = \"victoriametrics\" needs write_url (the InfluxDB write endpoint) and query_url (the Prometheus query API)",
+                        });
+                    };
+                    let ok = v.parse::<axum::http::Uri>().ok().is_some_and(|u| {
+                        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                    });
+                    if !ok {
+                        return Err(ConfigError::Invalid {
+                            key,
+                            value: v.clone(),
+                            fix: "give an http:// or https:// URL with a host, e.g. http://vmselect:8481/select/0/prometheus",
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who may read reports over HTTP.
@@ -165,6 +283,7 @@ impl Default for Config {
             tokens: Vec::new(),
             report_auth: None,
             factors: None,
+            store: StoreConfig::default(),
             forward: None,
             base_dir: PathBuf::new(),
         }
@@ -211,6 +330,15 @@ retention_interval_s = 3600
 # [factors.sites.fra1]
 # pue = 1.2
 # intensity_g_per_kwh = 350.0
+
+# Where points are stored: "sqlite" (db_path) or "victoriametrics" (a single node or a
+# cluster; the collector then keeps no state and several can serve one cluster; the
+# server must run with -dedup.minScrapeInterval=1ms, checked at start).
+# [store]
+# backend = "victoriametrics"
+# write_url = "http://vminsert:8480/insert/0/influx/api/v2/write"
+# query_url = "http://vmselect:8481/select/0/prometheus"
+# timeout_s = 30.0
 
 # Forward every accepted point to InfluxDB v2 / VictoriaMetrics (durable spool).
 # [forward]
@@ -280,6 +408,7 @@ impl Config {
                 fix: "use a positive number of seconds (default 3600)",
             });
         }
+        self.store.validate()?;
         if let Some(f) = &self.forward {
             f.validate()
                 .map_err(|e| ConfigError::Forward(e.to_string()))?;

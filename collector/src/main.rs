@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use inferwatt_collector::config::Backend;
 use inferwatt_collector::config::Config;
 use inferwatt_collector::ingest::csv_import::CsvFormat;
 use inferwatt_collector::ingest::{auth, import, parse_precision};
@@ -217,6 +218,25 @@ fn factors_choice(factors: Option<&Path>, config: &Config) -> anyhow::Result<Fac
 /// Builds the report of `args` from the database.
 fn report_of(args: &ReportArgs) -> anyhow::Result<inferwatt_collector::indicators::Report> {
     let config = load(args.config.clone())?;
+    let req = ReportRequest {
+        from_ns: args.from,
+        to_ns: args.to,
+        group: args.group.0.clone(),
+        min_count: args.min_count,
+    };
+    // `[store] backend = "victoriametrics"` (unless --db names a SQLite file).
+    if let (None, Some(cfg)) = (&args.db, config.store.victoria()) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let vm = inferwatt_collector::store::VictoriaStore::new(&cfg, rt.handle().clone())?;
+        rt.block_on(vm.check_dedup())?;
+        let factors = factors_choice(args.factors.as_deref(), &config)?;
+        let report = reporting::build_report(&vm, &req, &factors)?;
+        rt.shutdown_background();
+        return Ok(report);
+    }
     let db = args.db.clone().unwrap_or_else(|| config.db_path.clone());
     anyhow::ensure!(
         db.exists(),
@@ -225,12 +245,6 @@ fn report_of(args: &ReportArgs) -> anyhow::Result<inferwatt_collector::indicator
     );
     let store = Store::open(&db)?;
     let factors = factors_choice(args.factors.as_deref(), &config)?;
-    let req = ReportRequest {
-        from_ns: args.from,
-        to_ns: args.to,
-        group: args.group.0.clone(),
-        min_count: args.min_count,
-    };
     Ok(reporting::build_report(&store, &req, &factors)?)
 }
 
@@ -280,6 +294,16 @@ fn main() -> anyhow::Result<()> {
                 "--site and --host must not be empty (use --host '*' for every host of the site)"
             );
             let config = load(config)?;
+            if db.is_none() && config.store.backend == Backend::VictoriaMetrics {
+                // Stateless collectors: the token lives in every collector's config.
+                let token = auth::generate_token()?;
+                let hash = auth::hash_token(&token);
+                eprintln!(
+                    "the store is VictoriaMetrics, so tokens come from the config: add this to every collector's config (it is shown only once):\n\n[[tokens]]\nsha256 = \"{hash}\"\nsite = \"{site}\"\nhost = \"{host}\"\n"
+                );
+                println!("{token}");
+                return Ok(());
+            }
             let db = db.unwrap_or(config.db_path);
             let store = Store::open(&db)?;
             let token = auth::generate_token()?;
@@ -320,6 +344,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = load(config)?;
             let precision = parse_precision(Some(&precision))?;
+            anyhow::ensure!(
+                db.is_some() || config.store.backend != Backend::VictoriaMetrics,
+                "import writes a SQLite file and this config's store is VictoriaMetrics; send the file to a collector instead (curl --data-binary @FILE -H 'Authorization: Token …' http://COLLECTOR/api/v2/write), or give --db to import into a SQLite file"
+            );
             let db = db.unwrap_or(config.db_path);
             let store = Store::open(&db)?;
             let sha = {

@@ -36,7 +36,7 @@ use crate::indicators::{
 };
 use crate::report::{self, Format, ReportError};
 use crate::store::rollup::bucket_of;
-use crate::store::{Store, StoreError, HOUR_NS, YEAR_GRAIN};
+use crate::store::{ReportStore, StoreError, HOUR_NS, YEAR_GRAIN};
 
 /// Why a report cannot be produced. Each message names the value and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub fn report_grain(factors: &FactorsChoice) -> i64 {
 /// `input_digest` is the SHA-256 (hex) of a canonical serialisation of the returned rows
 /// (see [`input_digest`]); factors are not part of it.
 pub fn report_input(
-    store: &Store,
+    store: &dyn ReportStore,
     period: Period,
     grain_ns: i64,
     fallback_policy: &str,
@@ -365,8 +365,9 @@ pub fn report_input(
     wanted.extend(energy.iter().map(|r| r.site.as_str()));
     wanted.extend(usage.iter().map(|r| r.site.as_str()));
     wanted.extend(sources.iter().map(|r| r.site.as_str()));
+    let wanted_sites: Vec<String> = wanted.iter().map(|s| (*s).to_owned()).collect();
     let sites: Vec<SiteRow> = store
-        .latest_sites(to)?
+        .latest_sites(from, to, &wanted_sites)?
         .into_iter()
         .filter(|s| wanted.contains(s.site.as_str()) || s.ts > from)
         .map(|s| SiteRow {
@@ -642,7 +643,10 @@ pub struct ReportRequest {
 }
 
 /// The period of `req`: given bounds, else the stored data's first and last hour.
-pub fn resolve_period(store: &Store, req: &ReportRequest) -> Result<Period, ReportingError> {
+pub fn resolve_period(
+    store: &dyn ReportStore,
+    req: &ReportRequest,
+) -> Result<Period, ReportingError> {
     let bounds = match (req.from_ns, req.to_ns) {
         (Some(f), Some(t)) => (f, t),
         _ => {
@@ -678,7 +682,7 @@ pub fn generated_at_ns() -> i64 {
 
 /// Reads the period, resolves the factors and computes the report.
 pub fn build_report(
-    store: &Store,
+    store: &dyn ReportStore,
     req: &ReportRequest,
     factors: &FactorsChoice,
 ) -> Result<Report, ReportingError> {
@@ -715,7 +719,7 @@ pub fn content_type(format: Format) -> &'static str {
 
 /// [`build_report`] then [`report::render`]: the bytes the CLI writes and the API returns.
 pub fn render_report(
-    store: &Store,
+    store: &dyn ReportStore,
     req: &ReportRequest,
     factors: &FactorsChoice,
     format: Format,

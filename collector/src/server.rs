@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{app, AppState};
 use crate::config::{Config, TlsConfig};
-use crate::store::{retention, Store, StoreError};
+use crate::store::{retention, Store, StoreError, VictoriaStore};
 
 /// Why the server cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -189,9 +189,26 @@ pub fn open_store(db_path: &Path) -> Result<Arc<Store>, ServeError> {
     Ok(Arc::new(Store::open(db_path)?))
 }
 
+/// The VictoriaMetrics backend of `config`, if that is its backend: built on the current
+/// runtime, its dedup flag checked (see [`VictoriaStore::check_dedup`]).
+pub async fn open_victoria(config: &Config) -> Result<Option<Arc<VictoriaStore>>, ServeError> {
+    let Some(cfg) = config.store.victoria() else {
+        return Ok(None);
+    };
+    let vm = VictoriaStore::new(&cfg, tokio::runtime::Handle::current())?;
+    vm.check_dedup().await?;
+    Ok(Some(Arc::new(vm)))
+}
+
 /// `inferwatt-collector serve`: runs until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let store = open_store(&config.db_path)?;
+    let victoria = open_victoria(&config).await?;
+    // With VictoriaMetrics the collector keeps nothing on disk: an in-memory store only
+    // answers token lookups (none: tokens come from the config's [[tokens]]).
+    let store = match &victoria {
+        Some(_) => Arc::new(Store::open_in_memory()?),
+        None => open_store(&config.db_path)?,
+    };
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let tcp = TcpListener::bind(config.listen)
         .await
@@ -200,20 +217,34 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let local = tcp.local_addr()?;
-    let retention_task = tokio::spawn(retention::run_periodically(
-        store.clone(),
-        config.raw_retention_days,
-        config.rollup_retention_days,
-        Duration::from_secs(config.retention_interval_s),
-    ));
-    tracing::info!(
-        listen = %local,
-        tls = tls.is_some(),
-        db = %config.db_path.display(),
-        "collector listening"
-    );
+    let retention_task = victoria.is_none().then(|| {
+        tokio::spawn(retention::run_periodically(
+            store.clone(),
+            config.raw_retention_days,
+            config.rollup_retention_days,
+            Duration::from_secs(config.retention_interval_s),
+        ))
+    });
+    match &config.store.victoria() {
+        Some(v) => tracing::info!(
+            listen = %local,
+            tls = tls.is_some(),
+            write_url = %v.write_url,
+            query_url = %v.query_url,
+            "collector listening, storing in VictoriaMetrics"
+        ),
+        None => tracing::info!(
+            listen = %local,
+            tls = tls.is_some(),
+            db = %config.db_path.display(),
+            "collector listening"
+        ),
+    }
     let forward = config.forward.clone();
     let mut state = AppState::new(config, store);
+    if let Some(v) = victoria {
+        state = state.with_victoria(v);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut forward_task = None;
     if let Some(cfg) = forward {
@@ -222,7 +253,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         forward_task = Some(tokio::spawn(shipper.run(stop_rx)));
     }
     let result = serve_on(tcp, state, tls, shutdown_signal()).await;
-    retention_task.abort();
+    if let Some(task) = retention_task {
+        task.abort();
+    }
     // The shipper flushes for at most `shutdown_flush_s`, then leaves the rest spooled.
     let _ = stop_tx.send(true);
     if let Some(task) = forward_task {

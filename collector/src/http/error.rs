@@ -36,6 +36,10 @@ pub enum ApiError {
     /// 500
     #[error("{0}")]
     Internal(String),
+    /// 503: the storage backend (VictoriaMetrics) did not take the write; nothing was
+    /// acknowledged, retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The message of an error response, left in the response's extensions for the logging
@@ -60,6 +64,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,6 +78,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported media type",
             StatusCode::NOT_FOUND => "not found",
             StatusCode::TOO_MANY_REQUESTS => "too many requests",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal error",
         }
     }
@@ -89,10 +95,15 @@ impl IntoResponse for ApiError {
         let message = self.to_string();
         let body = serde_json::json!({ "code": self.code(), "message": message });
         let mut resp = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Busy(_)) {
+        let retry = match self {
+            ApiError::Busy(_) => Some("1"),
+            ApiError::Unavailable(_) => Some("5"),
+            _ => None,
+        };
+        if let Some(after) = retry {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from_static(after),
             );
         }
         resp.extensions_mut().insert(ErrorMessage(message));

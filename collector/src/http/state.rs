@@ -11,13 +11,17 @@ use crate::config::{AuthMode, Config};
 use crate::http::auth::{AuthError, Authenticator};
 use crate::metrics::Metrics;
 use crate::reporting::FactorsChoice;
-use crate::store::Store;
+use crate::store::{ReportStore, Store, VictoriaStore};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The SQLite store (with the VictoriaMetrics backend: an in-memory one, holding no
+    /// points and no tokens; tokens then come from the config).
     pub store: Arc<Store>,
+    /// `[store] backend = "victoriametrics"`: where points go and reports read.
+    pub victoria: Option<Arc<VictoriaStore>>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     /// `[forward]`: the spool accepted points are enqueued to after their write commits.
@@ -41,6 +45,20 @@ impl AppState {
             })
     }
 
+    /// Where reports read: VictoriaMetrics when configured, else the SQLite store.
+    pub fn reports(&self) -> &dyn ReportStore {
+        match &self.victoria {
+            Some(v) => v.as_ref(),
+            None => self.store.as_ref(),
+        }
+    }
+
+    /// This state, storing in and reporting from VictoriaMetrics.
+    pub fn with_victoria(mut self, v: Arc<VictoriaStore>) -> AppState {
+        self.victoria = Some(v);
+        self
+    }
+
     /// The factors reports use: the config's `[factors]`, else the built-in defaults.
     pub fn factors_choice(&self) -> FactorsChoice {
         match &self.config.factors {
@@ -61,6 +79,7 @@ impl AppState {
             auth: Arc::new(Authenticator::new(&config)),
             config: Arc::new(config),
             store,
+            victoria: None,
             metrics: Arc::new(Metrics::default()),
             forward: None,
             write_permits: Arc::new(tokio::sync::Semaphore::new(permits)),

@@ -68,6 +68,26 @@ pub fn parse_precision(s: Option<&str>) -> Result<Precision, ApiError> {
     }
 }
 
+/// Decodes a body and checks its points' authorisation, without storing them (the
+/// VictoriaMetrics backend checks their values as it converts them).
+pub fn check_points(
+    body: &[u8],
+    precision: Precision,
+    binding: Option<&Binding>,
+    now_ns: i64,
+) -> Result<(Vec<lineproto::Point>, Vec<usize>), ApiError> {
+    let (points, lines) = decode_with_lines(body, precision, now_ns)?;
+    if let Err(r) = auth::authorize(binding, &points) {
+        let msg = format!("{}: {}", line_of(&lines, r.index), r.reason);
+        return Err(if r.forbidden {
+            ApiError::Forbidden(msg)
+        } else {
+            ApiError::Invalid(msg)
+        });
+    }
+    Ok((points, lines))
+}
+
 /// Decodes, checks and stores one body in one transaction (blocking).
 pub fn ingest_bytes(
     store: &Store,
@@ -99,15 +119,7 @@ pub fn ingest_points_with_progress(
     now_ns: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(WriteOutcome, Vec<lineproto::Point>), ApiError> {
-    let (points, lines) = decode_with_lines(body, precision, now_ns)?;
-    if let Err(r) = auth::authorize(binding, &points) {
-        let msg = format!("{}: {}", line_of(&lines, r.index), r.reason);
-        return Err(if r.forbidden {
-            ApiError::Forbidden(msg)
-        } else {
-            ApiError::Invalid(msg)
-        });
-    }
+    let (points, lines) = check_points(body, precision, binding, now_ns)?;
     match store.write_with_progress(&points, progress) {
         Ok(o) => Ok((o, points)),
         Err(StoreError::InvalidPoint { index, reason }) => Err(ApiError::Invalid(format!(
@@ -174,14 +186,51 @@ pub async fn write(
     let raw = body::read_capped(body, limit).await?;
     state.metrics.add_bytes(raw.len() as u64);
     let s = state.clone();
-    let outcome = blocking(move || {
-        let body = body::decode_content(raw, encoding, limit)?;
-        let now = crate::now_ns();
-        let (outcome, points) = ingest_points(&s.store, &body, precision, binding.as_ref(), now)?;
-        s.forward_points(&points);
-        Ok(outcome)
-    })
-    .await?;
+    let outcome = match state.victoria.clone() {
+        None => {
+            blocking(move || {
+                let body = body::decode_content(raw, encoding, limit)?;
+                let now = crate::now_ns();
+                let (outcome, points) =
+                    ingest_points(&s.store, &body, precision, binding.as_ref(), now)?;
+                s.forward_points(&points);
+                Ok(outcome)
+            })
+            .await?
+        }
+        Some(vm) => {
+            let (points, encoded) = blocking(move || {
+                let body = body::decode_content(raw, encoding, limit)?;
+                let now = crate::now_ns();
+                let (points, lines) = check_points(&body, precision, binding.as_ref(), now)?;
+                let stored = crate::store::victoria::vm_points(&points).map_err(|e| match e {
+                    StoreError::InvalidPoint { index, reason } => {
+                        ApiError::Invalid(format!("{}: {reason}", line_of(&lines, index)))
+                    }
+                    e => e.into(),
+                })?;
+                let encoded = lineproto::encode(&stored)
+                    .map_err(|e| ApiError::Invalid(format!("cannot encode the points: {e}")))?;
+                Ok((points, encoded))
+            })
+            .await?;
+            // Acknowledged only once VictoriaMetrics took the points.
+            vm.write(encoded).await.map_err(|e| {
+                ApiError::Unavailable(format!("{e}; nothing of this write was stored, retry it"))
+            })?;
+            let s = state.clone();
+            let n = points.len() as u64;
+            blocking(move || {
+                s.forward_points(&points);
+                Ok(())
+            })
+            .await?;
+            WriteOutcome {
+                written: n,
+                ..WriteOutcome::default()
+            }
+        }
+    };
     state.metrics.record_write(&outcome);
     if let Some(c) = &outcome.first_conflict {
         if state.metrics.first_conflict() {

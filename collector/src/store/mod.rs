@@ -14,6 +14,8 @@ pub mod migrations;
 pub mod query;
 pub mod retention;
 pub mod rollup;
+pub mod source;
+pub mod victoria;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +28,8 @@ pub use query::{
     GpuEnergyRow, HostEnergyRow, ModelEnergyRow, ModelUsageRow, SiteRow, SplitRow, YEAR_GRAIN,
 };
 pub use retention::RetentionOutcome;
+pub use source::ReportStore;
+pub use victoria::VictoriaStore;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,9 @@ pub enum StoreError {
     InvalidPoint { index: usize, reason: String },
     #[error("the store's lock was poisoned by a panic in another request")]
     Poisoned,
+    /// The VictoriaMetrics backend failed or answered something unexpected.
+    #[error("VictoriaMetrics: {0}")]
+    Remote(String),
 }
 
 /// What one write did.
@@ -349,7 +356,7 @@ impl Store {
 /// (active + idle) of the model rows of the same GPU (site, host, `gpu_uuid`) and
 /// timestamp in the batch — equal shares when none of them has energy. The agent ships an
 /// interval's rows in one batch, so the shares of a GPU's models add up to its time.
-fn gpu_seconds(points: &[Point], typed: &[rollup::Typed]) -> Vec<f64> {
+pub(crate) fn gpu_seconds(points: &[Point], typed: &[rollup::Typed]) -> Vec<f64> {
     let key = |p: &Point| {
         (
             p.tag_value("site").unwrap_or("").to_owned(),

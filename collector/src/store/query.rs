@@ -182,13 +182,13 @@ pub(crate) const HOST_T: Table = Table {
 pub const YEAR_GRAIN: i64 = i64::MAX;
 
 /// The start (ns) of the calendar year holding `ns`.
-fn year_start_ns(ns: i64) -> i64 {
+pub(crate) fn year_start_ns(ns: i64) -> i64 {
     use inferwatt_core::factors::{year_of, year_start_unix_s};
     year_start_unix_s(year_of(ns.div_euclid(1_000_000_000))).saturating_mul(1_000_000_000)
 }
 
 /// The start (ns) of the calendar year after the one holding `ns`.
-fn next_year_start_ns(ns: i64) -> i64 {
+pub(crate) fn next_year_start_ns(ns: i64) -> i64 {
     use inferwatt_core::factors::{year_of, year_start_unix_s};
     year_start_unix_s(year_of(ns.div_euclid(1_000_000_000)).saturating_add(1))
         .saturating_mul(1_000_000_000)

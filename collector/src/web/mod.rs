@@ -121,7 +121,7 @@ async fn series_handler(
     let result = tokio::task::spawn_blocking(move || -> Result<series::Series, ApiError> {
         s.authorize_read(authorization.as_deref())?;
         let factors = s.factors_choice();
-        series::build_series(&s.store, &req, &factors).map_err(|e| match e {
+        series::build_series(s.reports(), &req, &factors).map_err(|e| match e {
             SeriesError::Reporting(r) => ApiError::from(r),
             e => ApiError::Invalid(e.to_string()),
         })

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::indicators::{self, ComputeOptions, GroupBy, Indicators, ReportInput};
 use crate::reporting::{self, FactorsChoice, ReportRequest, ReportingError};
-use crate::store::{Store, DAY_NS, HOUR_NS};
+use crate::store::{ReportStore, DAY_NS, HOUR_NS};
 
 /// The series schema identifier.
 pub const SERIES_SCHEMA: &str = "inferwatt.series/v1";
@@ -232,7 +232,7 @@ pub fn grain_for(step_s: i64, report_grain_ns: i64) -> i64 {
 
 /// Reads the period from the store, resolves `factors` and computes the series.
 pub fn build_series(
-    store: &Store,
+    store: &dyn ReportStore,
     req: &SeriesRequest,
     factors: &FactorsChoice,
 ) -> Result<Series, SeriesError> {

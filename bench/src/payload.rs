@@ -17,6 +17,12 @@ pub const SITE: &str = "bench";
 
 /// The points one host ships for the 1-s interval ending at `end_ns`; `k` varies values.
 fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
+    host_interval_of(host, end_ns, k, 1.0)
+}
+
+/// The points host `host` ships for the interval of `interval_s` seconds ending at
+/// `end_ns` (energies and counts scale with it); `k` varies values.
+pub fn host_interval_of(host: usize, end_ns: i64, k: usize, interval_s: f64) -> Vec<Point> {
     let o = Origin {
         site: SITE.into(),
         host: format!("gpu-host-{host:02}"),
@@ -30,12 +36,12 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
                 gpu_uuid: uuid.clone(),
                 gpu_index: g,
                 gpu_name: "NVIDIA H100 80GB HBM3".into(),
-                energy_j: power,
+                energy_j: power * interval_s,
                 power_w: Some(power),
                 util_pct: Some(((k + g as usize) % 100) as f64),
                 mem_used_bytes: Some(64_000_000_000),
                 energy_counter_mj: Some(1_000_000_000 + (k as u64) * 300_000),
-                interval_s: 1.0,
+                interval_s,
                 source: EnergySource::Counter,
                 clock_step_s: None,
                 end_ns,
@@ -49,10 +55,10 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
                     gpu_uuid: uuid.clone(),
                     model: format!("bench-org/model-{}", (g as usize * 4 + j) % 8),
                     server: "vllm".into(),
-                    active_j: active,
-                    idle_j: 17.5,
-                    host_j: 1.5,
-                    interval_s: 1.0,
+                    active_j: active * interval_s,
+                    idle_j: 17.5 * interval_s,
+                    host_j: 1.5 * interval_s,
+                    interval_s,
                     method: SplitMethod::SmUtil,
                     end_ns,
                 }
@@ -65,10 +71,10 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
             ModelUsage {
                 model: format!("bench-org/model-{m}"),
                 server: "vllm".into(),
-                requests: (k % 5) as u64,
+                requests: ((k % 5) as f64 * interval_s) as u64,
                 input_tokens: 1200 + (k % 300) as u64,
                 output_tokens: 250 + (k % 90) as u64,
-                interval_s: 1.0,
+                interval_s,
                 end_ns,
             }
             .to_point(&o),
@@ -76,9 +82,9 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
     }
     out.push(
         HostEnergy {
-            cpu_j: 95.0 + (k % 20) as f64,
-            dram_j: Some(12.5),
-            interval_s: 1.0,
+            cpu_j: (95.0 + (k % 20) as f64) * interval_s,
+            dram_j: Some(12.5 * interval_s),
+            interval_s,
             source: "rapl".into(),
             end_ns,
         }
@@ -91,7 +97,7 @@ fn host_interval(host: usize, end_ns: i64, k: usize) -> Vec<Point> {
             pue: Some(1.2),
             wue_l_per_kwh: Some(0.5),
             idle_policy: None,
-            interval_s: 1.0,
+            interval_s,
             end_ns,
         }
         .to_point(&o),

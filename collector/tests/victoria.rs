@@ -492,3 +492,101 @@ fn force_flush(base: &str, rt: &tokio::runtime::Runtime) {
         assert!(r.status().is_success(), "force_flush: {}", r.status());
     });
 }
+
+/// Over the VictoriaMetrics backend, through the HTTP write API: a batch with one bad
+/// point is refused whole with the line named and nothing reaches VictoriaMetrics; a
+/// wrong token is 401; a good batch is 204 and readable; with VictoriaMetrics down the
+/// write is 503 with `Retry-After` (nothing acknowledged), and the collector serves again
+/// when it is back.
+#[test]
+fn the_write_api_over_victoriametrics_refuses_bad_input_and_acknowledges_only_stored_points() {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use inferwatt_collector::api::{app, AppState};
+    use inferwatt_collector::config::{Config, TokenConfig};
+    use inferwatt_collector::ingest::auth::hash_token;
+    use std::sync::Arc;
+    use tower::ServiceExt as _;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut vm = start_vm(data.path(), Some("1ms"));
+    let rt = runtime();
+    let token = "iw_test_token_0123456789abcdef0123456789";
+    let config = Config {
+        tokens: vec![TokenConfig {
+            sha256: hash_token(token),
+            site: "s1".into(),
+            host: "h1".into(),
+        }],
+        ..Config::default()
+    };
+    let state = rt.block_on(async {
+        AppState::new(config, Arc::new(Store::open_in_memory().expect("store")))
+            .with_victoria(Arc::new(backend(&vm, &rt)))
+    });
+    let send = |token: &str, body: String| -> (StatusCode, Option<String>, String) {
+        rt.block_on(async {
+            let req = Request::post("/api/v2/write?org=o&bucket=b&precision=ns")
+                .header(header::AUTHORIZATION, format!("Token {token}"))
+                .body(Body::from(body))
+                .expect("request");
+            let resp = app(state.clone()).oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            let retry = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, retry, String::from_utf8_lossy(&body).into_owned())
+        })
+    };
+    let line = |i: i64, energy: &str| {
+        format!(
+            "gpu,site=s1,host=h1,gpu_uuid=GPU-0,gpu_name=H100 energy_j={energy},interval_s=1,source=\"counter\" {}\n",
+            T0 + i * S
+        )
+    };
+    let stored = |backend: &VictoriaStore| -> f64 {
+        backend
+            .sum_gpu_energy(T0 - HOUR_NS, T0 + HOUR_NS)
+            .expect("sum")
+            .iter()
+            .map(|r| r.energy_j)
+            .sum()
+    };
+    let reader = backend(&vm, &rt);
+
+    // One bad point among good ones: 400 naming line 3, nothing stored.
+    let body = format!("{}{}{}", line(1, "100"), line(2, "100"), line(3, "-5"));
+    let (status, _, msg) = send(token, body);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    assert!(msg.contains("line 3") && msg.contains("energy_j"), "{msg}");
+    force_flush(&vm.base, &rt);
+    assert_eq!(stored(&reader), 0.0, "a refused batch stored nothing");
+
+    // A wrong token.
+    let (status, _, _) = send("iw_wrong_token_0123456789abcdef012345678", line(1, "100"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A good batch, sent twice (a lost acknowledgement): stored once.
+    let good = format!("{}{}", line(1, "100"), line(2, "50.5"));
+    for _ in 0..2 {
+        let (status, _, msg) = send(token, good.clone());
+        assert_eq!(status, StatusCode::NO_CONTENT, "{msg}");
+    }
+    force_flush(&vm.base, &rt);
+    assert!(
+        (stored(&reader) - 150.5).abs() < 1e-9,
+        "{}",
+        stored(&reader)
+    );
+
+    // VictoriaMetrics down: 503 and Retry-After, the agent keeps its spool.
+    let _ = vm.child.kill();
+    let _ = vm.child.wait();
+    let (status, retry, msg) = send(token, line(4, "10"));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert!(msg.contains("retry"), "{msg}");
+}

@@ -5,7 +5,8 @@
 //! servers: the agent runs on the simulated fleet with three injected faults (an
 //! unreachable collector, an unreachable inference server, an unwritable state file) so
 //! that its health series exist too; a real Prometheus scrapes it every second, and
-//! every PromQL target and `label_values` variable returns data — once with every
+//! every PromQL target and `label_values` variable returns data — from Prometheus and
+//! from VictoriaMetrics scraping the agent with the same configuration — once with every
 //! variable at "All" and once with one real selection; the agent's line protocol is
 //! written to a real InfluxDB 1.x and every InfluxQL target and `SHOW TAG VALUES`
 //! variable returns series.
@@ -541,30 +542,53 @@ fn every_dashboard_query_returns_data_from_real_servers() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
+    // VictoriaMetrics scraping the same agent with the same configuration: the
+    // Prometheus dashboards on a VictoriaMetrics data source (the fleets' store).
+    let vm_port = harness::free_port();
+    let _victoria = Proc::spawn(
+        "victoria-metrics",
+        Command::new(which("victoria-metrics", "victoria-metrics"))
+            .arg(format!(
+                "-promscrape.config={}",
+                prom_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "-storageDataPath={}",
+                root.join("vm-data").display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+            .arg("-search.latencyOffset=0s")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let influx_dir = root.join("influxdb");
     std::fs::create_dir_all(&influx_dir).expect("influxdb dir");
     let (_influxd, influx) = start_influxd(&influx_dir);
     let prom = Prometheus { port: prom_port };
+    let victoria = Prometheus { port: vm_port };
 
-    // ≥ 15 s of samples in Prometheus.
-    harness::wait_for(
-        "Prometheus to hold 16 scrapes of the agent",
-        Duration::from_secs(60),
-        || {
-            assert!(agent.is_running(), "the agent exited early");
-            let url = format!(
-                "http://127.0.0.1:{prom_port}/api/v1/query?query={}",
-                urlencode("count_over_time(inferwatt_agent_samples_total[1m])")
-            );
-            let (_, body) = harness::http_get(&url)?;
-            let json: Value = serde_json::from_str(&body).ok()?;
-            let n: f64 = json["data"]["result"][0]["value"][1]
-                .as_str()?
-                .parse()
-                .ok()?;
-            (n >= 16.0).then_some(())
-        },
-    );
+    // ≥ 15 s of samples in Prometheus and in VictoriaMetrics.
+    for port in [prom_port, vm_port] {
+        harness::wait_for(
+            "Prometheus and VictoriaMetrics to hold 16 scrapes of the agent",
+            Duration::from_secs(60),
+            || {
+                assert!(agent.is_running(), "the agent exited early");
+                let url = format!(
+                    "http://127.0.0.1:{port}/api/v1/query?query={}",
+                    urlencode("count_over_time(inferwatt_agent_samples_total[1m])")
+                );
+                let (_, body) = harness::http_get(&url)?;
+                let json: Value = serde_json::from_str(&body).ok()?;
+                let n: f64 = json["data"]["result"][0]["value"][1]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                (n >= 16.0).then_some(())
+            },
+        );
+    }
 
     // Prometheus dashboards: the variables list the fleet, then every target returns
     // data, with every variable at "All" and with one real selection.
@@ -575,80 +599,86 @@ fn every_dashboard_query_returns_data_from_real_servers() {
         ("gpu_uuid", prom_regex(GPU_OF_VLLM)),
         ("instance", prom_regex(&instance)),
     ]);
-    let mut checked = 0;
     let mut failures = Vec::new();
-    for d in dashboards
-        .iter()
-        .filter(|d| d.datasource_type() == "prometheus")
-    {
-        let all: BTreeMap<String, String> = builtin_values()
-            .into_iter()
-            .chain(d.variables().iter().map(|v| {
-                (
-                    v["name"].as_str().expect("name").to_string(),
-                    ".*".to_string(),
-                )
-            }))
-            .collect();
-        for v in d.variables() {
-            let name = v["name"].as_str().expect("name");
-            let q = substitute(&variable_query(v), &all);
-            let inner = q
-                .strip_prefix("label_values(")
-                .and_then(|r| r.strip_suffix(')'))
-                .unwrap_or_else(|| {
-                    panic!("{}: variable '{name}' is not label_values(..): {q}", d.file)
-                });
-            let (selector, label) = inner
-                .rsplit_once(',')
-                .expect("label_values(selector, label)");
-            let values = prom.get(&format!(
-                "/api/v1/label/{}/values?match%5B%5D={}",
-                label.trim(),
-                urlencode(selector.trim())
-            ));
-            let values: BTreeSet<&str> = values
-                .as_array()
+    let mut prom_checked = 0;
+    for (server, prom) in [("Prometheus", &prom), ("VictoriaMetrics", &victoria)] {
+        let mut checked = 0;
+        for d in dashboards
+            .iter()
+            .filter(|d| d.datasource_type() == "prometheus")
+        {
+            let all: BTreeMap<String, String> = builtin_values()
                 .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
+                .chain(d.variables().iter().map(|v| {
+                    (
+                        v["name"].as_str().expect("name").to_string(),
+                        ".*".to_string(),
+                    )
+                }))
                 .collect();
-            let want: &[&str] = match name {
-                "site" => &[SITE],
-                "model" => &[VLLM_MODEL, SGLANG_MODEL, LLAMACPP_MODEL],
-                "gpu_uuid" => &[GPU_OF_VLLM],
-                "instance" => &[instance.as_str()],
-                other => panic!("{}: unexpected variable '{other}'", d.file),
-            };
-            for w in want {
-                assert!(
-                    values.contains(w),
-                    "{}: variable '{name}' ({q}) lacks '{w}': {values:?}",
-                    d.file
-                );
+            for v in d.variables() {
+                let name = v["name"].as_str().expect("name");
+                let q = substitute(&variable_query(v), &all);
+                let inner = q
+                    .strip_prefix("label_values(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .unwrap_or_else(|| {
+                        panic!("{}: variable '{name}' is not label_values(..): {q}", d.file)
+                    });
+                let (selector, label) = inner
+                    .rsplit_once(',')
+                    .expect("label_values(selector, label)");
+                let values = prom.get(&format!(
+                    "/api/v1/label/{}/values?match%5B%5D={}",
+                    label.trim(),
+                    urlencode(selector.trim())
+                ));
+                let values: BTreeSet<&str> = values
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let want: &[&str] = match name {
+                    "site" => &[SITE],
+                    "model" => &[VLLM_MODEL, SGLANG_MODEL, LLAMACPP_MODEL],
+                    "gpu_uuid" => &[GPU_OF_VLLM],
+                    "instance" => &[instance.as_str()],
+                    other => panic!("{}: unexpected variable '{other}'", d.file),
+                };
+                for w in want {
+                    assert!(
+                        values.contains(w),
+                        "{server}: {}: variable '{name}' ({q}) lacks '{w}': {values:?}",
+                        d.file
+                    );
+                }
             }
-        }
-        let mut selected = all.clone();
-        for (k, v) in &selection {
-            if selected.contains_key(*k) {
-                selected.insert(k.to_string(), v.clone());
+            let mut selected = all.clone();
+            for (k, v) in &selection {
+                if selected.contains_key(*k) {
+                    selected.insert(k.to_string(), v.clone());
+                }
             }
-        }
-        for (title, q) in d.queries() {
-            for (label, values) in [("All", &all), ("one selection", &selected)] {
-                let expr = substitute(&q, values);
-                let result = prom.query(&expr);
-                if !has_finite_value(&result) {
-                    failures.push(format!(
-                        "{} '{title}' ({label}): no finite sample from {expr}: {result:?}",
+            for (title, q) in d.queries() {
+                for (label, values) in [("All", &all), ("one selection", &selected)] {
+                    let expr = substitute(&q, values);
+                    let result = prom.query(&expr);
+                    if !has_finite_value(&result) {
+                        failures.push(format!(
+                        "{server}: {} '{title}' ({label}): no finite sample from {expr}: {result:?}",
                         d.file
                     ));
+                    }
+                    checked += 1;
                 }
-                checked += 1;
             }
         }
+        assert!(
+            checked >= 40,
+            "{server}: only {checked} PromQL queries checked"
+        );
     }
-    assert!(checked >= 40, "only {checked} PromQL queries checked");
 
     // InfluxDB dashboards: the agent's line protocol in InfluxDB 1.x, then every
     // InfluxQL target and variable returns series.
@@ -742,7 +772,7 @@ fn every_dashboard_query_returns_data_from_real_servers() {
         failures.is_empty(),
         "{} of {} dashboard queries returned no data:\n{}",
         failures.len(),
-        checked + influx_checked,
+        prom_checked + influx_checked,
         failures.join("\n")
     );
     drop(fleet);

@@ -175,24 +175,23 @@ fn main() -> anyhow::Result<()> {
             ];
             let mut energy = 0.0;
             let mut buf = Vec::with_capacity(batch + 64);
-            let flush =
-                |buf: &mut Vec<inferwatt_core::lineproto::Point>| -> anyhow::Result<()> {
-                    if buf.is_empty() {
-                        return Ok(());
+            let flush = |buf: &mut Vec<inferwatt_core::lineproto::Point>| -> anyhow::Result<()> {
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                let body = encode(buf)?;
+                loop {
+                    let r = http::request("POST", &url, &headers, body.as_bytes())?;
+                    match r.status {
+                        204 => break,
+                        429 | 503 => std::thread::sleep(Duration::from_millis(200)),
+                        s => bail!("'{url}' answered {s} to a write: {}", r.body),
                     }
-                    let body = encode(buf)?;
-                    loop {
-                        let r = http::request("POST", &url, &headers, body.as_bytes())?;
-                        match r.status {
-                            204 => break,
-                            429 | 503 => std::thread::sleep(Duration::from_millis(200)),
-                            s => bail!("'{url}' answered {s} to a write: {}", r.body),
-                        }
-                    }
-                    sent.fetch_add(buf.len(), Ordering::Relaxed);
-                    buf.clear();
-                    Ok(())
-                };
+                }
+                sent.fetch_add(buf.len(), Ordering::Relaxed);
+                buf.clear();
+                Ok(())
+            };
             for k in 0..intervals {
                 let end = start_ns + (k as i64 + 1) * iv_ns;
                 for h in (t..hosts).step_by(senders) {

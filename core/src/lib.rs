@@ -1,6 +1,7 @@
 //! inferwatt-core: what the agent and the collector share.
 //!
 //! - [`lineproto`]: InfluxDB line protocol, the one wire format (encode and decode).
+//! - [`gpu_time`]: a model's GPU time in an interval (`gpu_s`), one rule for both sides.
 //! - [`schema`]: the measurement, tag and field names of the wire contract
 //!   (`docs/ARCHITECTURE.md`, "Wire schema").
 //! - [`time`], [`csv`]: the civil calendar and times users give, CSV lines.
@@ -12,6 +13,7 @@
 pub mod csv;
 pub mod factors;
 pub mod footprint;
+pub mod gpu_time;
 pub mod lineproto;
 pub mod schema;
 pub mod time;

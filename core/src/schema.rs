@@ -26,8 +26,9 @@ pub const MODEL_IDLE: &str = "_idle";
 /// (for instance while it was down).
 pub const MODEL_UNATTRIBUTED: &str = "_unattributed";
 /// Optional `model_energy` field: the model's share of the GPU's time in the interval, in
-/// seconds. The collector computes it when a point does not carry it (see
-/// docs/ARCHITECTURE.md "Store"); imports that know it (one model per GPU) set it.
+/// seconds, by the rule of [`crate::gpu_time`]. The collector computes it when a point
+/// does not carry it (see docs/ARCHITECTURE.md "Store"); an agent shipping coarse windows
+/// (`[ship] interval_s`) and imports that know it (one model per GPU) set it.
 pub const GPU_SECONDS_FIELD: &str = "gpu_s";
 
 /// How a GPU interval's energy was measured.

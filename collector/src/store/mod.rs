@@ -156,7 +156,9 @@ impl Store {
                 rollup::classify(p).map_err(|reason| StoreError::InvalidPoint { index, reason })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let gpu_s = gpu_seconds(points, &typed);
+        // Each model row's GPU time: its own `gpu_s`, else its share of its GPU's energy
+        // among the model rows of the same GPU and timestamp in this batch.
+        let gpu_s = inferwatt_core::gpu_time::gpu_seconds(points);
         let max_interval_ns = typed
             .iter()
             .map(|t| rollup::interval_ns(t.interval_s()))
@@ -349,56 +351,6 @@ impl Store {
             )
             .optional()?)
     }
-}
-
-/// The GPU time of each `model_energy` point of a batch (0 for other points): its own
-/// `gpu_s` field when it carries one, else its interval × its share of the GPU energy
-/// (active + idle) of the model rows of the same GPU (site, host, `gpu_uuid`) and
-/// timestamp in the batch — equal shares when none of them has energy. The agent ships an
-/// interval's rows in one batch, so the shares of a GPU's models add up to its time.
-pub(crate) fn gpu_seconds(points: &[Point], typed: &[rollup::Typed]) -> Vec<f64> {
-    let key = |p: &Point| {
-        (
-            p.tag_value("site").unwrap_or("").to_owned(),
-            p.tag_value("host").unwrap_or("").to_owned(),
-            p.tag_value("gpu_uuid").unwrap_or("").to_owned(),
-            p.timestamp.unwrap_or(0),
-        )
-    };
-    // Per GPU interval: Σ GPU energy of its model rows and their number.
-    let mut groups: HashMap<(String, String, String, i64), (f64, usize)> = HashMap::new();
-    for (p, t) in points.iter().zip(typed) {
-        if let rollup::Typed::ModelEnergy {
-            active_j, idle_j, ..
-        } = t
-        {
-            let g = groups.entry(key(p)).or_default();
-            g.0 += (active_j + idle_j).max(0.0);
-            g.1 += 1;
-        }
-    }
-    points
-        .iter()
-        .zip(typed)
-        .map(|(p, t)| match t {
-            rollup::Typed::ModelEnergy { gpu_s: Some(g), .. } => *g,
-            rollup::Typed::ModelEnergy {
-                active_j,
-                idle_j,
-                interval_s,
-                ..
-            } => {
-                let (sum, n) = groups.get(&key(p)).copied().unwrap_or((0.0, 1));
-                let share = if sum > 0.0 {
-                    (active_j + idle_j).max(0.0) / sum
-                } else {
-                    1.0 / n.max(1) as f64
-                };
-                interval_s * share
-            }
-            _ => 0.0,
-        })
-        .collect()
 }
 
 /// The id of a series, inserting it on first sight.

@@ -123,7 +123,7 @@ pub fn vm_points(points: &[Point]) -> Result<Vec<Point>, StoreError> {
             rollup::classify(p).map_err(|reason| StoreError::InvalidPoint { index, reason })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let gpu_s = super::gpu_seconds(points, &typed);
+    let gpu_s = inferwatt_core::gpu_time::gpu_seconds(points);
     let mut out = Vec::with_capacity(points.len() + points.len() / 16);
     for (index, (p, t)) in points.iter().zip(&typed).enumerate() {
         let Some(ts) = p.timestamp else {

@@ -67,6 +67,12 @@ pub struct ShipConfig {
     /// On shutdown, how long to keep sending what is spooled before leaving it on disk, in seconds.
     #[serde(default = "default_shutdown_flush_s")]
     pub shutdown_flush_s: f64,
+    /// Agent only: ship windows of this many seconds of UTC time (one point per series
+    /// per window, energies summed) instead of every sampled interval. At least the
+    /// sampling interval, at most 3600, and 3600 / interval_s a whole number. Unset (or
+    /// equal to the sampling interval): every interval is shipped as sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<f64>,
 }
 
 fn default_bucket() -> String {
@@ -100,6 +106,9 @@ fn default_shutdown_flush_s() -> f64 {
 /// Smallest accepted `spool_max_bytes`: a few intervals of a large host.
 pub const MIN_SPOOL_BYTES: u64 = 4096;
 
+/// Longest shipping window (`interval_s`): an hour, which every window length divides.
+pub const MAX_SHIP_INTERVAL_S: f64 = 3600.0;
+
 impl ShipConfig {
     /// A configuration with every default, for `url` and `spool_dir`.
     pub fn new(url: impl Into<String>, spool_dir: impl Into<PathBuf>) -> Self {
@@ -119,7 +128,45 @@ impl ShipConfig {
             backoff_min_s: default_backoff_min_s(),
             backoff_max_s: default_backoff_max_s(),
             shutdown_flush_s: default_shutdown_flush_s(),
+            interval_s: None,
         }
+    }
+
+    /// Checks `interval_s` against the sampling interval of the agent that ships: at
+    /// least `sampling_interval_s`, at most 3600 and a whole divisor of 3600 seconds, so
+    /// that windows aligned to the epoch never straddle an hour.
+    pub fn validate_interval(&self, sampling_interval_s: f64) -> Result<(), ConfigError> {
+        let Some(w) = self.interval_s else {
+            return Ok(());
+        };
+        let bad = |problem, fix| ConfigError::Invalid {
+            key: "interval_s",
+            value: w.to_string(),
+            problem,
+            fix,
+        };
+        if !(w.is_finite() && w > 0.0 && w <= MAX_SHIP_INTERVAL_S) {
+            return Err(bad(
+                "is outside 0 to 3600 seconds",
+                "use a whole divisor of 3600 such as 10, 60, 300 or 900 (remove the key to ship every interval)",
+            ));
+        }
+        if w < sampling_interval_s {
+            return Err(bad(
+                "is shorter than 'sampling.interval_s'",
+                "make it at least the sampling interval (remove the key to ship every interval)",
+            ));
+        }
+        // In the nanoseconds the windows are cut in: the length divides an hour exactly.
+        let hour_ns = (MAX_SHIP_INTERVAL_S * 1e9) as i64;
+        let window_ns = (w * 1e9).round() as i64;
+        if window_ns == 0 || hour_ns % window_ns != 0 {
+            return Err(bad(
+                "does not divide an hour: 3600 / interval_s must be a whole number, so that no window straddles an hour",
+                "use a whole divisor of 3600 such as 10, 60, 300 or 900",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks every value without touching the disk or the network.
@@ -173,6 +220,9 @@ impl ShipConfig {
                 fix: "raise it (the default is 268435456, 256 MiB)",
             });
         }
+        // Against the shortest sampling interval the agent accepts; the agent checks it
+        // against its own with `validate_interval`.
+        self.validate_interval(0.0)?;
         if self.spool_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "spool_dir",
@@ -216,6 +266,44 @@ mod tests {
             .expect_err("zero")
             .to_string()
             .contains("timeout_s"));
+    }
+
+    #[test]
+    fn the_shipping_window_divides_an_hour_and_is_no_shorter_than_sampling() {
+        let with = |w: f64| ShipConfig {
+            interval_s: Some(w),
+            ..ShipConfig::new("http://c", "/tmp/s")
+        };
+        for w in [0.5, 1.0, 5.0, 7.5, 60.0, 900.0, 3600.0] {
+            with(w).validate_interval(0.5).expect("divides an hour");
+            with(w).validate().expect("valid alone");
+        }
+        ShipConfig::new("http://c", "/tmp/s")
+            .validate_interval(30.0)
+            .expect("unset is always valid");
+        let msg = with(7.0).validate_interval(1.0).expect_err("7").to_string();
+        assert_eq!(
+            msg,
+            "key 'ship.interval_s': '7' does not divide an hour: 3600 / interval_s must be a whole number, so that no window straddles an hour; use a whole divisor of 3600 such as 10, 60, 300 or 900"
+        );
+        let msg = with(5.0)
+            .validate_interval(10.0)
+            .expect_err("short")
+            .to_string();
+        assert!(
+            msg.contains("'ship.interval_s': '5' is shorter than 'sampling.interval_s'"),
+            "{msg}"
+        );
+        for w in [7200.0, 0.0, -60.0, f64::NAN] {
+            let msg = with(w).validate().expect_err("range").to_string();
+            assert!(
+                msg.contains("'ship.interval_s'") && msg.contains("outside 0 to 3600"),
+                "{msg}"
+            );
+        }
+        let cfg: ShipConfig =
+            toml_from("url = \"http://c\"\nspool_dir = \"/s\"\ninterval_s = 60").expect("parses");
+        assert_eq!(cfg.interval_s, Some(60.0));
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use inferwatt_core::lineproto::{FieldValue, Point};
 
-/// Fields whose values add up across consecutive intervals of one series.
+/// Fields whose values add up across consecutive intervals of one series: energies,
+/// counts, lengths (`interval_s`), a model's GPU time (`gpu_s`, at most `interval_s`, so
+/// its sum is at most theirs) and the wall-clock steps (`clock_step_s`, wall − monotonic
+/// length).
 pub const ADDITIVE_FIELDS: &[&str] = &[
     "energy_j",
     "active_j",
@@ -19,6 +22,8 @@ pub const ADDITIVE_FIELDS: &[&str] = &[
     "input_tokens",
     "output_tokens",
     "interval_s",
+    "gpu_s",
+    "clock_step_s",
 ];
 
 /// The integer field a folded point carries: how many original points it stands for.
@@ -27,7 +32,9 @@ pub const FOLDED_POINTS_FIELD: &str = "folded_points";
 /// Merges points per series (measurement + tag set, tag order ignored).
 ///
 /// Additive fields ([`ADDITIVE_FIELDS`]) are summed; any other field keeps the value of
-/// the latest point that has it (latest timestamp; on a tie, the later one in `points`);
+/// the latest point that has it (latest timestamp); a point with the timestamp of an
+/// earlier one of its series is a re-send (an agent's state re-delivered after a kill)
+/// and is dropped, not summed, as the collector would keep the first;
 /// the timestamp is the latest of the group; `folded_points` is the number of original
 /// points (a point already folded counts for its own `folded_points`). Output is ordered
 /// by timestamp, then series key, so the fold of the same input is always the same.
@@ -61,36 +68,46 @@ fn merge_series(mut group: Vec<Point>) -> Point {
     group.sort_by_key(|p| p.timestamp);
     let mut count: i64 = 0;
     let mut merged: Option<Point> = None;
-    for p in group {
+    let mut last_ts: Option<i64> = None;
+    for mut p in group {
+        if p.timestamp.is_some() && p.timestamp == last_ts {
+            continue;
+        }
+        last_ts = p.timestamp;
         count = count.saturating_add(folded_count(&p));
+        p.fields.retain(|(k, _)| k != FOLDED_POINTS_FIELD);
         let Some(acc) = merged.as_mut() else {
-            let mut first = p;
-            first.fields.retain(|(k, _)| k != FOLDED_POINTS_FIELD);
-            merged = Some(first);
+            merged = Some(p);
             continue;
         };
         acc.timestamp = match (acc.timestamp, p.timestamp) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        for (key, value) in p.fields {
-            if key == FOLDED_POINTS_FIELD {
-                continue;
-            }
-            match acc.fields.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, old)) if ADDITIVE_FIELDS.contains(&key.as_str()) => {
-                    *old = add(old, &value).unwrap_or(value);
-                }
-                Some((_, old)) => *old = value,
-                None => acc.fields.push((key, value)),
-            }
-        }
+        merge_fields(&mut acc.fields, p.fields, |k| ADDITIVE_FIELDS.contains(&k));
     }
     let mut point = merged.unwrap_or_else(|| Point::new(""));
     point
         .fields
         .push((FOLDED_POINTS_FIELD.to_string(), FieldValue::Int(count)));
     point
+}
+
+/// Merges the fields of a later point of the same series into `acc`: a field for which
+/// `additive` holds is summed (a value that is not a number replaces it), any other
+/// takes the later value, and a field `acc` lacks is appended.
+pub(crate) fn merge_fields(
+    acc: &mut Vec<(String, FieldValue)>,
+    later: Vec<(String, FieldValue)>,
+    additive: impl Fn(&str) -> bool,
+) {
+    for (key, value) in later {
+        match acc.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) if additive(&key) => *old = add(old, &value).unwrap_or(value),
+            Some((_, old)) => *old = value,
+            None => acc.push((key, value)),
+        }
+    }
 }
 
 /// How many original points `p` stands for.
@@ -185,6 +202,59 @@ mod tests {
             Some(&FieldValue::Int(3))
         );
         assert_eq!(twice[0].timestamp, Some(3));
+    }
+
+    #[test]
+    fn a_re_sent_point_in_the_fold_counts_once_as_at_the_collector() {
+        let p = |ts: i64, j: f64| {
+            Point::new("gpu")
+                .tag("gpu_uuid", "a")
+                .float("energy_j", j)
+                .float("interval_s", 1.0)
+                .at(ts)
+        };
+        // The interval at 2 spooled twice (before a kill and from the state after it);
+        // a different value under the same key is what the collector drops as well.
+        let out = fold_points(vec![
+            p(1, 10.0),
+            p(2, 20.0),
+            p(2, 20.0),
+            p(2, 99.0),
+            p(3, 30.0),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].field_f64("energy_j"), Some(60.0));
+        assert_eq!(out[0].field_f64("interval_s"), Some(3.0));
+        assert_eq!(
+            out[0].field_value(FOLDED_POINTS_FIELD),
+            Some(&FieldValue::Int(3))
+        );
+        // Points without a timestamp are never taken for re-sends.
+        let untimed = Point::new("gpu")
+            .tag("gpu_uuid", "a")
+            .float("energy_j", 1.0);
+        let out = fold_points(vec![untimed.clone(), untimed]);
+        assert_eq!(out[0].field_f64("energy_j"), Some(2.0));
+    }
+
+    #[test]
+    fn gpu_time_and_clock_steps_add_up_like_the_intervals() {
+        let row = |ts: i64, gpu_s: f64| {
+            Point::new("model_energy")
+                .tag("model", "m")
+                .float("active_j", 1.0)
+                .float("interval_s", 1.0)
+                .float("gpu_s", gpu_s)
+                .at(ts)
+        };
+        let out = fold_points(vec![
+            row(1, 0.25),
+            row(2, 1.0).float("clock_step_s", 0.5),
+            row(3, 0.5).float("clock_step_s", -0.25),
+        ]);
+        assert_eq!(out[0].field_f64("gpu_s"), Some(1.75));
+        assert_eq!(out[0].field_f64("interval_s"), Some(3.0));
+        assert_eq!(out[0].field_f64("clock_step_s"), Some(0.25));
     }
 
     #[test]

@@ -400,6 +400,16 @@ impl Config {
                 ));
             }
         }
+        if let Some(ship) = &self.ship {
+            ship.validate_interval(s.interval_s).map_err(|e| match e {
+                inferwatt_ship::ConfigError::Invalid {
+                    value,
+                    problem,
+                    fix,
+                    ..
+                } => bad("ship.interval_s", format!("'{value}' {problem}; {fix}")),
+            })?;
+        }
         crate::identify::Identifier::new(&self.identify.rules)
             .map_err(|e| bad("identify.rules", e.to_string()))?;
         Ok(())
@@ -523,6 +533,11 @@ dir = "/var/lib/inferwatt-agent"
 # [ship]
 # url = "http://collector.example:8086"
 # token = "..."
+# Ship one point per series per window of this many seconds of UTC time (energies
+# summed; Prometheus and the file sink keep every interval). At least
+# sampling.interval_s, at most 3600, and 3600 / interval_s a whole number. Unset: every
+# interval is shipped.
+# interval_s = 60.0
 "#;
 
 #[cfg(test)]
@@ -586,6 +601,18 @@ mod tests {
                 .contains("do not fit in window_s")
         );
         assert!(err("[prometheus]\nlisten = \"nowhere\"").contains("listen"));
+        let ship = "[ship]\nurl = \"http://c:8086\"\n";
+        assert_eq!(
+            err(&format!("[sampling]\ninterval_s = 2.0\n{ship}interval_s = 1.0")),
+            "config 't.toml': key 'ship.interval_s': '1' is shorter than 'sampling.interval_s'; make it at least the sampling interval (remove the key to ship every interval)"
+        );
+        assert!(err(&format!("{ship}interval_s = 7")).contains(
+            "key 'ship.interval_s': '7' does not divide an hour: 3600 / interval_s must be a whole number"
+        ));
+        assert!(err(&format!("{ship}interval_s = 7200"))
+            .contains("key 'ship.interval_s': '7200' is outside 0 to 3600 seconds"));
+        let cfg = Config::parse(&format!("{ship}interval_s = 60"), "t").expect("valid");
+        assert_eq!(cfg.ship.and_then(|s| s.interval_s), Some(60.0));
         assert!(!err("[site]\npue = \"high\"").contains('\n'));
     }
 }

@@ -412,6 +412,11 @@ impl Config {
         if let Some(f) = &self.forward {
             f.validate()
                 .map_err(|e| ConfigError::Forward(e.to_string()))?;
+            if f.interval_s.is_some() {
+                return Err(ConfigError::Forward(
+                    "key 'interval_s' applies to an agent's [ship] only (forwarding sends every write as stored); remove it".into(),
+                ));
+            }
         }
         for t in &self.tokens {
             let ok = t.sha256.len() == 64
@@ -483,6 +488,16 @@ mod tests {
         )
         .expect_err("bad url");
         assert!(err.to_string().contains("'ship.url'"), "{err}");
+        let err = Config::from_toml(
+            "[forward]\nurl = \"http://v:8428\"\nspool_dir = \"/tmp/f\"\ninterval_s = 60",
+            Path::new("c.toml"),
+        )
+        .expect_err("an agent's key");
+        assert!(
+            err.to_string()
+                .contains("'interval_s' applies to an agent's [ship] only"),
+            "{err}"
+        );
         let err =
             Config::from_toml("[factors]\npuee = 1", Path::new("c.toml")).expect_err("unknown");
         assert!(err.to_string().contains("puee"), "{err}");

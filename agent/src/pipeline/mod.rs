@@ -32,6 +32,7 @@ use crate::sources::procs::ProcReader;
 use crate::sources::rapl::RaplReader;
 use crate::sources::server_metrics::{Baselines, ServerCounters, UsageTracker};
 
+pub mod coarse;
 pub mod power;
 
 /// Errors that stop the agent from starting.
@@ -75,7 +76,8 @@ pub type Endpoints = Arc<Mutex<BTreeMap<String, String>>>;
 /// with those points (`pending`, line protocol). A restart re-delivers `pending` where
 /// it did not arrive (the file sink checks its tail; the collector deduplicates a
 /// re-sent batch), so a kill between the two writes neither loses nor doubles the
-/// interval, and the downtime starts exactly where the last interval ended.
+/// interval, and the downtime starts exactly where the last interval ended. With coarse
+/// shipping the same save holds the shipping windows (`ship_*`, see [`coarse`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
     pub gpus: BTreeMap<String, SavedReading>,
@@ -94,6 +96,17 @@ pub struct AgentState {
     /// Each GPU's power model at its last interval, per uuid (what `check` shows).
     #[serde(default)]
     pub power_models: BTreeMap<String, Summary>,
+    /// Coarse shipping: the window length of the run that wrote the state (absent: it
+    /// shipped every interval, so `pending` is owed to the spool as well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_interval_s: Option<f64>,
+    /// Coarse shipping: the open window's folded points (line protocol), one point per
+    /// series; spooled as they are after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_open: Option<String>,
+    /// Coarse shipping: closed windows not yet in the spool (line protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_closed: Option<String>,
 }
 
 /// One GPU's last reading.
@@ -135,6 +148,8 @@ impl AgentState {
 /// What one sample produced (also what `check` shows and tests inspect).
 #[derive(Debug, Default, Clone)]
 pub struct SampleOutput {
+    /// Whether this sample carries the agent's downtime (a restart's `gap` intervals).
+    pub downtime: bool,
     pub gpus: Vec<GpuInterval>,
     pub models: Vec<ModelEnergy>,
     pub usage: Vec<ModelUsage>,
@@ -558,6 +573,7 @@ impl<R: GpuReader> Sampler<R> {
             seconds = gap.interval_s(),
             "energy used while the agent was down goes to _unattributed"
         );
+        out.downtime = true;
         out.gpus.push(GpuInterval {
             energy_counter_mj: reading.energy_counter_mj,
             ..gpu_interval(info, reading, &gap)
@@ -606,9 +622,24 @@ impl<R: GpuReader> Sampler<R> {
         true
     }
 
-    /// The previous run's last interval, which a kill may have kept from the sinks.
-    pub fn take_pending(&mut self) -> Option<String> {
-        self.state.pending.take()
+    /// Sets what the next [`Sampler::persist_state`] saves of coarse shipping: the window
+    /// length (`None`: every interval is shipped), the open window and the closed windows
+    /// not yet spooled.
+    pub fn set_ship_state(
+        &mut self,
+        interval_s: Option<f64>,
+        open: Option<String>,
+        closed: Option<String>,
+    ) {
+        self.state.ship_interval_s = interval_s;
+        self.state.ship_open = open;
+        self.state.ship_closed = closed;
+    }
+
+    /// What the previous run may not have delivered (a kill between its state and its
+    /// sinks, or windows it had not shipped yet).
+    pub fn take_owed(&mut self) -> coarse::Owed {
+        coarse::owed(&mut self.state)
     }
 
     fn host_energy(
@@ -1018,12 +1049,12 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        let stop_tx = stop_tx.clone();
+        // Only the flag: the sampling loop tells the tasks (`stop_tx`) once it has
+        // handed its last points to the spool, so the shipper's final flush sends them.
         rt.spawn(async move {
             wait_for_signal().await;
             tracing::info!("stopping");
             stop.store(true, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
         });
     }
 
@@ -1037,35 +1068,68 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
         host = %sampler.origin().host,
         "sampling"
     );
-    // The previous run's last interval, if a kill came between its state and its sinks.
-    if let Some(body) = sampler.take_pending() {
-        redeliver(&body, file.as_mut(), ship.as_ref().map(|(h, _)| h));
+    // Coarse shipping: windows longer than the sampling interval.
+    let mut coarse = cfg
+        .ship
+        .as_ref()
+        .and_then(|s| s.interval_s)
+        .filter(|&w| w > cfg.sampling.interval_s)
+        .map(coarse::CoarseShip::new);
+    if let Some(c) = &coarse {
+        tracing::info!(
+            interval_s = c.interval_s(),
+            "shipping one point per series per window"
+        );
     }
+    // What the previous run may not have delivered: its last interval if a kill came
+    // between its state and its sinks, and its shipping windows.
+    let owed = sampler.take_owed();
+    redeliver(
+        owed,
+        file.as_mut(),
+        ship.as_ref().map(|(h, _)| h),
+        coarse.as_mut(),
+    );
+    let mut last_body: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         let out = sampler.sample();
-        let points = out.points(sampler.origin());
-        // One encoding per tick: the state's write-ahead copy, the file and the spool
-        // all take the same bytes.
+        let mut points = out.points(sampler.origin());
+        if coarse.is_some() {
+            coarse::CoarseShip::prepare(&mut points);
+        }
+        // One encoding per tick: the state's write-ahead copy, the file and (shipping
+        // every interval) the spool all take the same bytes.
         let body = match inferwatt_core::lineproto::encode(&points) {
-            Ok(body) => {
-                sampler.persist_state(&body);
-                Some(body)
-            }
+            Ok(body) => Some(body),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode this interval");
                 None
             }
         };
+        if let Some(c) = coarse.as_mut() {
+            if body.is_some() {
+                c.push(points, out.downtime);
+            }
+            let (open, closed) = c.wal();
+            sampler.set_ship_state(Some(c.interval_s()), open, closed);
+        }
+        if let Some(body) = body.as_deref() {
+            sampler.persist_state(body);
+        }
         if let (Some(f), Some(body)) = (file.as_mut(), body.as_deref()) {
             if let Err(e) = f.write_raw(body) {
                 tracing::warn!(error = %e, "file sink write failed");
             }
         }
         if let Some((handle, _)) = &ship {
-            if let Some(body) = body.as_deref() {
-                if let Err(e) = handle.enqueue_encoded(body) {
-                    tracing::warn!(error = %e, "cannot spool this interval");
+            match (coarse.as_mut(), body.as_deref()) {
+                (Some(c), _) => c.spool(handle),
+                (None, Some(body)) => {
+                    if let Err(e) = handle.enqueue_encoded(body) {
+                        tracing::warn!(error = %e, "cannot spool this interval");
+                    }
                 }
+                (None, None) => {}
             }
             let s = handle.stats();
             let mut m = metrics.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1115,6 +1179,18 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
             }
             std::thread::sleep((next - now).min(Duration::from_millis(200)));
         }
+        last_body = body;
+    }
+    // The open window goes to the spool before the shipper's final flush, and the state
+    // says so (a later start then owes the spool nothing of it).
+    if let (Some(c), Some((handle, _))) = (coarse.as_mut(), &ship) {
+        c.close();
+        c.spool(handle);
+        if let Some(body) = &last_body {
+            let (open, closed) = c.wal();
+            sampler.set_ship_state(Some(c.interval_s()), open, closed);
+            sampler.persist_state(body);
+        }
     }
     let _ = stop_tx.send(true);
     if let Some((_, task)) = ship {
@@ -1124,11 +1200,18 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     Ok(())
 }
 
-/// Delivers the previous run's last interval where it did not arrive: the file sink
-/// unless the file already ends with it; the spool always (the collector deduplicates
-/// a batch it already has, by series and timestamp).
-fn redeliver(body: &str, file: Option<&mut FileSink>, ship: Option<&inferwatt_ship::ShipHandle>) {
-    if let Some(f) = file {
+/// Delivers what the previous run may not have: its last interval to the file sink
+/// unless the file already ends with it; its batches for the spool ([`coarse::owed`]:
+/// that interval when it shipped every interval, else its shipping windows) always,
+/// since the collector deduplicates what it already has, by series and timestamp. A
+/// window the spool refuses now stays owed (kept by `coarse`, so in the next state).
+fn redeliver(
+    owed: coarse::Owed,
+    file: Option<&mut FileSink>,
+    ship: Option<&inferwatt_ship::ShipHandle>,
+    mut coarse: Option<&mut coarse::CoarseShip>,
+) {
+    if let (Some(f), Some(body)) = (file, owed.file.as_deref()) {
         match f.ends_with(body) {
             Ok(true) => {}
             Ok(false) => {
@@ -1140,21 +1223,25 @@ fn redeliver(body: &str, file: Option<&mut FileSink>, ship: Option<&inferwatt_sh
             Err(e) => tracing::warn!(error = %e, "cannot read the file sink's tail"),
         }
     }
-    if let Some(h) = ship {
+    let Some(h) = ship else { return };
+    for body in &owed.spool {
         // Check it before it enters the spool: a corrupt state file must not become a
         // batch the collector refuses.
-        match inferwatt_core::lineproto::decode(
+        if let Err(e) = inferwatt_core::lineproto::decode(
             body.as_bytes(),
             inferwatt_core::lineproto::Precision::Nanoseconds,
             0,
         ) {
-            Ok(_) => {
-                if let Err(e) = h.enqueue_encoded(body) {
-                    tracing::warn!(error = %e, "cannot spool the previous run's last interval");
+            tracing::warn!(error = %e, "the saved points of the previous run are not valid line protocol");
+            continue;
+        }
+        if let Err(e) = h.enqueue_encoded(body) {
+            match coarse.as_deref_mut() {
+                Some(c) => {
+                    tracing::warn!(error = %e, "cannot spool the previous run's points yet; retrying next interval");
+                    c.keep(body);
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the saved last interval is not valid line protocol")
+                None => tracing::warn!(error = %e, "cannot spool the previous run's last interval"),
             }
         }
     }

@@ -678,6 +678,7 @@ fn every_dashboard_query_returns_data_from_real_servers() {
             checked >= 40,
             "{server}: only {checked} PromQL queries checked"
         );
+        prom_checked += checked;
     }
 
     // InfluxDB dashboards: the agent's line protocol in InfluxDB 1.x, then every

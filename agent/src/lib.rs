@@ -16,6 +16,7 @@ pub mod config;
 pub mod footprint;
 pub mod host_split;
 pub mod identify;
+pub mod kube;
 pub mod pipeline;
 pub mod power_model;
 pub mod sample;

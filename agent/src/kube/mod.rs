@@ -1,0 +1,9 @@
+//! Kubernetes-native attribution: which pod, workload and model a GPU process belongs to,
+//! from what the node already shows.
+//!
+//! - [`cgroup`] reads the pod UID (and container id) out of a process's cgroup path;
+//!
+//! Everything here is pure: it takes text the caller read (a cgroup path, a pod list
+//! body) and does no I/O, so the pipeline decides when to read and how to cache.
+
+pub mod cgroup;

@@ -61,6 +61,7 @@ pub fn host_interval_of(host: usize, end_ns: i64, k: usize, interval_s: f64) -> 
                     interval_s,
                     method: SplitMethod::SmUtil,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(&o),
             );
@@ -76,6 +77,7 @@ pub fn host_interval_of(host: usize, end_ns: i64, k: usize, interval_s: f64) -> 
                 output_tokens: 250 + (k % 90) as u64,
                 interval_s,
                 end_ns,
+                pod: None,
             }
             .to_point(&o),
         );

@@ -174,6 +174,46 @@ impl GpuInterval {
     }
 }
 
+/// The Kubernetes tags of `model_energy` and `model_usage`, in the order they are written.
+pub const POD_TAG_KEYS: [&str; 5] = ["namespace", "pod", "container", "workload", "workload_kind"];
+
+/// Where on Kubernetes a `model_energy` or `model_usage` row ran: the pod's namespace and
+/// name, the container's name, and the pod's owning workload (`workload_kind` such as
+/// `Deployment`, `StatefulSet`, `Job`; `Pod` for a bare pod). Off Kubernetes the row has
+/// none of these tags (line protocol has no empty tag values); an empty field here is a
+/// tag left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodTags {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub workload: String,
+    pub workload_kind: String,
+}
+
+impl PodTags {
+    /// The tags, [`POD_TAG_KEYS`] order, each with its value (possibly empty).
+    pub fn pairs(&self) -> [(&'static str, &str); 5] {
+        [
+            (POD_TAG_KEYS[0], self.namespace.as_str()),
+            (POD_TAG_KEYS[1], self.pod.as_str()),
+            (POD_TAG_KEYS[2], self.container.as_str()),
+            (POD_TAG_KEYS[3], self.workload.as_str()),
+            (POD_TAG_KEYS[4], self.workload_kind.as_str()),
+        ]
+    }
+
+    /// `p` with the non-empty tags added.
+    pub fn tag(&self, mut p: Point) -> Point {
+        for (k, v) in self.pairs() {
+            if !v.is_empty() {
+                p = p.tag(k, v);
+            }
+        }
+        p
+    }
+}
+
 /// One (GPU, model) interval (`model_energy` measurement).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelEnergy {
@@ -186,17 +226,23 @@ pub struct ModelEnergy {
     pub interval_s: f64,
     pub method: SplitMethod,
     pub end_ns: i64,
+    /// The pod the model ran in, on Kubernetes.
+    pub pod: Option<PodTags>,
 }
 
 impl ModelEnergy {
     pub fn to_point(&self, o: &Origin) -> Point {
-        Point::new(MODEL_ENERGY)
+        let p = Point::new(MODEL_ENERGY)
             .tag("site", &o.site)
             .tag("host", &o.host)
             .tag("gpu_uuid", &self.gpu_uuid)
             .tag("model", &self.model)
-            .tag("server", &self.server)
-            .float("active_j", self.active_j)
+            .tag("server", &self.server);
+        let p = match &self.pod {
+            Some(pod) => pod.tag(p),
+            None => p,
+        };
+        p.float("active_j", self.active_j)
             .float("idle_j", self.idle_j)
             .float("host_j", self.host_j)
             .float("interval_s", self.interval_s)
@@ -220,16 +266,22 @@ pub struct ModelUsage {
     pub output_tokens: u64,
     pub interval_s: f64,
     pub end_ns: i64,
+    /// The pod whose server counted these requests, on Kubernetes.
+    pub pod: Option<PodTags>,
 }
 
 impl ModelUsage {
     pub fn to_point(&self, o: &Origin) -> Point {
-        Point::new(MODEL_USAGE)
+        let p = Point::new(MODEL_USAGE)
             .tag("site", &o.site)
             .tag("host", &o.host)
             .tag("model", &self.model)
-            .tag("server", &self.server)
-            .int("requests", self.requests as i64)
+            .tag("server", &self.server);
+        let p = match &self.pod {
+            Some(pod) => pod.tag(p),
+            None => p,
+        };
+        p.int("requests", self.requests as i64)
             .int("input_tokens", self.input_tokens as i64)
             .int("output_tokens", self.output_tokens as i64)
             .float("interval_s", self.interval_s)

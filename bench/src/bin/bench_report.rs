@@ -97,6 +97,7 @@ fn day_points(day: i64) -> Vec<inferwatt_core::lineproto::Point> {
                             interval_s: 3600.0,
                             method: SplitMethod::SmUtil,
                             end_ns,
+                            pod: None,
                         }
                         .to_point(&o),
                     );
@@ -112,6 +113,7 @@ fn day_points(day: i64) -> Vec<inferwatt_core::lineproto::Point> {
                         output_tokens: 250_000,
                         interval_s: 3600.0,
                         end_ns,
+                        pod: None,
                     }
                     .to_point(&o),
                 );

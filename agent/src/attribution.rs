@@ -29,11 +29,14 @@ pub enum IdlePolicy {
     Separate,
 }
 
-/// A model as attribution sees it: its name and the server that serves it.
+/// A model as attribution sees it: its name, the server that serves it and, on
+/// Kubernetes, the pod it runs in (two pods of one model on a GPU are two rows, so a
+/// tenant is charged for its own pod).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelKey {
     pub model: String,
     pub server: String,
+    pub pod: Option<inferwatt_core::schema::PodTags>,
 }
 
 impl ModelKey {
@@ -41,7 +44,14 @@ impl ModelKey {
         ModelKey {
             model: model.into(),
             server: server.into(),
+            pod: None,
         }
+    }
+
+    /// This key in `pod`.
+    pub fn in_pod(mut self, pod: Option<inferwatt_core::schema::PodTags>) -> Self {
+        self.pod = pod;
+        self
     }
 
     fn idle() -> Self {

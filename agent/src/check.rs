@@ -168,8 +168,34 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
     let site = cfg.site.clone();
     let ship = cfg.ship.clone();
     let prom = cfg.prometheus.clone();
+    let kube = crate::kube::fetch::PodListReader::new(&cfg.kubernetes)
+        .map_err(crate::pipeline::PipelineError::Kubernetes)?;
     let mut sampler = Sampler::new(cfg, reader, metrics)?;
     sampler.forget_state();
+    if let Some(kube) = kube {
+        let view = sampler.pods.clone();
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(kube.refresh(&view)),
+            Err(e) => {
+                let _ = writeln!(o, "Kubernetes: no runtime to read the pod list: {e}");
+            }
+        }
+        let v = view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&v.index, &v.error) {
+            (_, Some(e)) => {
+                let _ = writeln!(o, "Kubernetes: cannot read the pod list: {e}");
+            }
+            (Some(i), None) => {
+                let _ = writeln!(o, "Kubernetes: {} pods read from {}", i.len(), kube.url());
+            }
+            (None, None) => {}
+        }
+    }
     sampler.sample();
 
     let _ = writeln!(o, "Processes:");
@@ -181,12 +207,20 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
         };
         for p in reading.processes {
             any = true;
-            let id = sampler.identify(p.pid);
+            let r = sampler.resolve(p.pid);
+            let id = &r.identity;
             let _ = writeln!(
                 o,
                 "  GPU {} pid {:<7} model '{}' (server {}) — {}",
                 g.index, p.pid, id.model, id.server, id.rule
             );
+            if let Some(pod) = &r.pod {
+                let _ = writeln!(
+                    o,
+                    "      pod: {}/{} container '{}', workload {} {}",
+                    pod.namespace, pod.pod, pod.container, pod.workload_kind, pod.workload
+                );
+            }
             if let Some(cmd) = sampler.cmdline(p.pid) {
                 let _ = writeln!(o, "      cmdline: {}", cmd.join(" "));
             }

@@ -58,6 +58,81 @@ pub struct Config {
     pub file: Option<FileSinkConfig>,
     /// Ship intervals to a collector, InfluxDB or VictoriaMetrics (off when absent).
     pub ship: Option<inferwatt_ship::ShipConfig>,
+    /// Kubernetes: tag each model row with its pod, namespace and workload.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`: where the agent reads this node's pods. Off while `pods_url` is unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// The node's pod list (a `v1.PodList`): the kubelet
+    /// (`https://${NODE_NAME}:10250/pods`, or its read-only port
+    /// `http://127.0.0.1:10255/pods`) or the API server
+    /// (`https://kubernetes.default.svc/api/v1/pods?fieldSelector=spec.nodeName%3D${NODE_NAME}`).
+    /// `${VAR}` is replaced by the agent's environment variable (the DaemonSet sets
+    /// `NODE_NAME` from `spec.nodeName`).
+    pub pods_url: Option<String>,
+    /// A bearer token file, read again at every request (service-account tokens
+    /// rotate), e.g. `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    pub token_file: Option<PathBuf>,
+    /// A PEM CA bundle the server's certificate must chain to (the service account's
+    /// `ca.crt` for the API server), besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate: the kubelet serves a self-signed one unless its serving
+    /// certificates are rotated through the cluster CA. The token is still sent.
+    pub insecure_skip_tls_verify: bool,
+    /// Seconds between pod-list reads.
+    pub refresh_s: f64,
+    /// Seconds before a read gives up.
+    pub timeout_s: f64,
+    /// Pod label/annotation → model rules, tried before the built-in ones
+    /// (`[[kubernetes.pod_rules]]`).
+    pub pod_rules: Vec<crate::kube::rules::PodRule>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            pods_url: None,
+            token_file: None,
+            ca_file: None,
+            insecure_skip_tls_verify: false,
+            refresh_s: 10.0,
+            timeout_s: 5.0,
+            pod_rules: Vec::new(),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// `pods_url` with `${VAR}` replaced from `env`; an unset variable is an error that
+    /// names it.
+    pub fn expanded_url(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        let Some(url) = &self.pods_url else {
+            return Ok(None);
+        };
+        let mut out = String::new();
+        let mut rest = url.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("'{url}' has an unterminated '${{'"))?;
+            let name = &after[..end];
+            let value = env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("'{url}' uses ${{{name}}}, which is not set in the agent's environment (the DaemonSet sets NODE_NAME from spec.nodeName)")
+            })?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(Some(out))
+    }
 }
 
 /// `[site]`
@@ -226,6 +301,9 @@ pub struct HostConfig {
     /// Static host power (W) to use where RAPL is absent, marked `estimated`; none
     /// means host energy is reported as not measured.
     pub static_power_w: Option<f64>,
+    /// The host's `/proc`: a containerised agent without the host's PID namespace reads
+    /// it where it is mounted (`/host/proc`).
+    pub proc_root: PathBuf,
 }
 
 impl Default for HostConfig {
@@ -234,6 +312,7 @@ impl Default for HostConfig {
             rapl: true,
             powercap_root: PathBuf::from("/sys/class/powercap"),
             static_power_w: None,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -412,6 +491,32 @@ impl Config {
         }
         crate::identify::Identifier::new(&self.identify.rules)
             .map_err(|e| bad("identify.rules", e.to_string()))?;
+        let k = &self.kubernetes;
+        if let Some(url) = &k.pods_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(
+                    "kubernetes.pods_url",
+                    format!("'{url}' is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        for (key, v, range) in [
+            ("kubernetes.refresh_s", k.refresh_s, 1.0..=3600.0),
+            ("kubernetes.timeout_s", k.timeout_s, 0.1..=60.0),
+        ] {
+            if !(v.is_finite() && range.contains(&v)) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "'{v}' is outside {} to {} seconds",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        crate::kube::rules::compile_pod_rules(&k.pod_rules)
+            .map_err(|e| bad("kubernetes.pod_rules", e.to_string()))?;
         Ok(())
     }
 
@@ -520,6 +625,8 @@ rapl = true
 powercap_root = "/sys/class/powercap"
 # Static host power (W) where RAPL is absent, marked "estimated".
 # static_power_w = 300.0
+# The host's /proc (a container without hostPID reads it where it is mounted).
+proc_root = "/proc"
 
 [state]
 # Directory for the agent's state (last counter readings) and default spool.
@@ -538,6 +645,27 @@ dir = "/var/lib/inferwatt-agent"
 # sampling.interval_s, at most 3600, and 3600 / interval_s a whole number. Unset: every
 # interval is shipped.
 # interval_s = 60.0
+
+[kubernetes]
+# The node's pod list, to tag each model row with its namespace, pod, container and
+# workload (off while unset). The kubelet: "https://${NODE_NAME}:10250/pods" (or its
+# read-only port "http://127.0.0.1:10255/pods"); the API server:
+# "https://kubernetes.default.svc/api/v1/pods?fieldSelector=spec.nodeName%3D${NODE_NAME}".
+# ${VAR} comes from the agent's environment.
+# pods_url = "https://${NODE_NAME}:10250/pods"
+# token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+# ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+# Accept the kubelet's self-signed serving certificate.
+insecure_skip_tls_verify = false
+# Seconds between pod-list reads, and before one gives up.
+refresh_s = 10.0
+timeout_s = 5.0
+# Pod label/annotation -> model rules, before the built-ins (KServe's
+# serving.kserve.io/inferenceservice, then app.kubernetes.io/instance):
+# [[kubernetes.pod_rules]]
+# label = "acme.com/model"
+# model = "acme/${value}"
+pod_rules = []
 "#;
 
 #[cfg(test)]

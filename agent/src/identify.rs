@@ -70,6 +70,17 @@ pub struct Identity {
     pub rule: String,
 }
 
+impl Identity {
+    /// Whether one of the user's `[[identify.rules]]` said so (it then wins over what
+    /// Kubernetes metadata says).
+    pub fn from_config_rule(&self) -> bool {
+        self.rule.starts_with(CONFIG_RULE_PREFIX)
+    }
+}
+
+/// How the description of a `[[identify.rules]]` match starts.
+const CONFIG_RULE_PREFIX: &str = "config rule #";
+
 /// One `[[identify.rules]]` entry of the agent's config. Every matcher given must match
 /// (at least one is required); the first matching rule wins.
 ///
@@ -486,7 +497,7 @@ fn compile_rule(number: usize, r: &RuleConfig) -> Result<CompiledRule, IdentifyE
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "config".into()),
-        describe: format!("config rule #{number} ({})", what.join(", ")),
+        describe: format!("{CONFIG_RULE_PREFIX}{number} ({})", what.join(", ")),
     })
 }
 

@@ -4,11 +4,13 @@
 //! - [`cgroup`] reads the pod UID (and container id) out of a process's cgroup path;
 //! - [`kubelet`] parses the node's pod list (kubelet or API server) and indexes it by UID
 //!   and container id;
-//! - [`rules`] names the model a pod serves from its labels, annotations and namespace.
+//! - [`rules`] names the model a pod serves from its labels, annotations and namespace;
+//! - [`fetch`] reads the pod list over HTTP(S) into the view the sampler reads.
 //!
-//! Everything here is pure: it takes text the caller read (a cgroup path, a pod list
-//! body) and does no I/O, so the pipeline decides when to read and how to cache.
+//! `cgroup`, `kubelet` and `rules` are pure: they take text the caller read (a cgroup
+//! path, a pod list body) and do no I/O.
 
 pub mod cgroup;
+pub mod fetch;
 pub mod kubelet;
 pub mod rules;

@@ -2,7 +2,7 @@
 //!
 //! Names the model a pod serves from what Kubernetes already knows of it, for processes
 //! whose command line says nothing (a custom server, a re-titled worker). The user's
-//! `[[kube.pod_rules]]` are tried first, in order; then two built-ins:
+//! `[[kubernetes.pod_rules]]` are tried first, in order; then two built-ins:
 //!
 //! 1. **KServe**: label `serving.kserve.io/inferenceservice` (KServe puts it on every
 //!    predictor, transformer and explainer pod; `serving.kubeflow.org/inferenceservice`
@@ -21,13 +21,13 @@
 use super::kubelet::PodMeta;
 
 /// How errors name the config section these rules come from.
-const SECTION: &str = "[[kube.pod_rules]]";
+const SECTION: &str = "[[kubernetes.pod_rules]]";
 
-/// One `[[kube.pod_rules]]` entry of the agent's config. Every matcher given must match
+/// One `[[kubernetes.pod_rules]]` entry of the agent's config. Every matcher given must match
 /// (at least one is required); the first matching rule wins.
 ///
 /// ```toml
-/// [[kube.pod_rules]]
+/// [[kubernetes.pod_rules]]
 /// label = "acme.com/model"
 /// model = "acme/${value}"
 /// server = "acme-serve"
@@ -55,7 +55,7 @@ pub struct PodRule {
     pub server: Option<String>,
 }
 
-/// Errors compiling `[[kube.pod_rules]]`.
+/// Errors compiling `[[kubernetes.pod_rules]]`.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PodRuleError {
     /// A rule with no matcher would match every pod.
@@ -215,11 +215,14 @@ pub fn compile_pod_rules(rules: &[PodRule]) -> Result<Vec<CompiledPodRule>, PodR
 /// The model `pod` serves: the first config rule that matches, else the built-ins (see
 /// the module documentation); `None` when nothing in its metadata names one.
 pub fn model_from_pod(pod: &PodMeta, rules: &[CompiledPodRule]) -> Option<PodIdentity> {
-    rules
-        .iter()
-        .find_map(|r| apply(r, pod))
+    from_config(pod, rules)
         .or_else(|| kserve(pod))
         .or_else(|| recommended_labels(pod))
+}
+
+/// The first of the user's rules that matches the pod.
+pub fn from_config(pod: &PodMeta, rules: &[CompiledPodRule]) -> Option<PodIdentity> {
+    rules.iter().find_map(|r| apply(r, pod))
 }
 
 fn apply(r: &CompiledPodRule, pod: &PodMeta) -> Option<PodIdentity> {
@@ -271,7 +274,8 @@ fn apply(r: &CompiledPodRule, pod: &PodMeta) -> Option<PodIdentity> {
     })
 }
 
-fn kserve(pod: &PodMeta) -> Option<PodIdentity> {
+/// The KServe built-in: the pod's InferenceService, if it belongs to one.
+pub fn kserve(pod: &PodMeta) -> Option<PodIdentity> {
     let (key, isvc) = [
         "serving.kserve.io/inferenceservice",
         "serving.kubeflow.org/inferenceservice",
@@ -289,7 +293,8 @@ fn kserve(pod: &PodMeta) -> Option<PodIdentity> {
     })
 }
 
-fn recommended_labels(pod: &PodMeta) -> Option<PodIdentity> {
+/// The `app.kubernetes.io/instance` (model) and `name` (server) built-in.
+pub fn recommended_labels(pod: &PodMeta) -> Option<PodIdentity> {
     let instance = pod
         .label("app.kubernetes.io/instance")
         .filter(|v| !v.is_empty())?;
@@ -685,7 +690,7 @@ mod tests {
         assert_eq!(e, PodRuleError::NoMatcher { rule: 2 });
         assert!(
             e.to_string()
-                .starts_with("[[kube.pod_rules]] #2: no matcher given"),
+                .starts_with("[[kubernetes.pod_rules]] #2: no matcher given"),
             "{e}"
         );
         assert_eq!(

@@ -51,6 +51,8 @@ pub enum PipelineError {
     Ship(String),
     #[error("identify rules: {0}")]
     Identify(String),
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
 }
 
 /// The scraper's counter baselines and the usage deltas it accumulated since the
@@ -170,9 +172,38 @@ impl SampleOutput {
 }
 
 struct CachedIdentity {
+    /// What the process's lineage says (rules and built-ins on command lines).
     identity: Identity,
     cmdline: Vec<String>,
+    /// The pod its cgroup names, on Kubernetes (resolved against the pod list at every
+    /// interval: the list may arrive after the process, or change).
+    pod_cgroup: Option<crate::kube::cgroup::PodCgroup>,
+    /// The inference-server endpoint found for it, whose usage carries its pod.
+    endpoint: Option<String>,
 }
+
+/// A process's identity with its pod, as attribution uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub identity: Identity,
+    pub pod: Option<inferwatt_core::schema::PodTags>,
+}
+
+/// The Prometheus labels of a row's pod: the wire's pod tags that are set, none off
+/// Kubernetes.
+fn pod_labels(pod: Option<&inferwatt_core::schema::PodTags>) -> Vec<(&'static str, String)> {
+    pod.map(|p| {
+        p.pairs()
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Endpoint URL → the pod of the process it was found for (usage rows carry it).
+pub type EndpointPods = Arc<Mutex<BTreeMap<String, inferwatt_core::schema::PodTags>>>;
 
 /// The sampler: everything one interval needs, owned by the sampling thread.
 pub struct Sampler<R: GpuReader> {
@@ -200,6 +231,10 @@ pub struct Sampler<R: GpuReader> {
     last_host_at: Option<(i64, i64)>,
     pub metrics: SharedMetrics,
     pub endpoints: Endpoints,
+    /// The node's pod list as last read (empty off Kubernetes).
+    pub pods: crate::kube::fetch::SharedPodView,
+    pod_rules: Vec<crate::kube::rules::CompiledPodRule>,
+    pub endpoint_pods: EndpointPods,
 }
 
 const HELP_GPU_ENERGY: &str =
@@ -213,6 +248,8 @@ const HELP_WATER: &str = "Water consumed for a model's energy: onsite (WUE x IT 
 impl<R: GpuReader> Sampler<R> {
     pub fn new(cfg: Config, reader: R, metrics: SharedMetrics) -> Result<Self, PipelineError> {
         let identifier = Identifier::new(&cfg.identify.rules)
+            .map_err(|e| PipelineError::Identify(e.to_string()))?;
+        let pod_rules = crate::kube::rules::compile_pod_rules(&cfg.kubernetes.pod_rules)
             .map_err(|e| PipelineError::Identify(e.to_string()))?;
         let host = if cfg.site.host.is_empty() {
             system_host_name()
@@ -252,7 +289,7 @@ impl<R: GpuReader> Sampler<R> {
         }
         Ok(Sampler {
             origin,
-            procs: ProcReader::new(),
+            procs: ProcReader::with_root(&cfg.host.proc_root),
             identifier,
             rapl,
             samplers,
@@ -271,6 +308,9 @@ impl<R: GpuReader> Sampler<R> {
             last_host_at: None,
             metrics,
             endpoints: Arc::new(Mutex::new(BTreeMap::new())),
+            pods: Arc::default(),
+            pod_rules,
+            endpoint_pods: Arc::default(),
             reader,
             cfg,
         })
@@ -303,20 +343,107 @@ impl<R: GpuReader> Sampler<R> {
         &self.factors
     }
 
-    /// The identity of a process (cached per pid while it lives).
+    /// The identity of a process (see [`Sampler::resolve`]).
     pub fn identify(&mut self, pid: u32) -> Identity {
-        if let Some(c) = self.identities.get(&pid) {
-            return c.identity.clone();
+        self.resolve(pid).identity
+    }
+
+    /// The identity of a process and its pod. The lineage's identity is cached per pid
+    /// while it lives; on Kubernetes the pod is looked up in the current pod list at
+    /// every call, and the pod's metadata names the model where METHODOLOGY §2.6's order
+    /// says so: a `[[identify.rules]]` rule first, then `[[kubernetes.pod_rules]]`, then
+    /// KServe's InferenceService label, then the built-in command-line rules, then
+    /// `app.kubernetes.io/instance` for a process nothing else names.
+    pub fn resolve(&mut self, pid: u32) -> Resolved {
+        if !self.identities.contains_key(&pid) {
+            self.learn(pid);
         }
+        let Some(c) = self.identities.get(&pid) else {
+            return Resolved {
+                identity: Identity {
+                    model: format!("unknown:pid{pid}"),
+                    server: "unknown".into(),
+                    rule: "not cached".into(),
+                },
+                pod: None,
+            };
+        };
+        let mut identity = c.identity.clone();
+        let Some(cg) = &c.pod_cgroup else {
+            return Resolved {
+                identity,
+                pod: None,
+            };
+        };
+        let index = self
+            .pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .index
+            .clone();
+        let Some(index) = index else {
+            return Resolved {
+                identity,
+                pod: None,
+            };
+        };
+        let Some((pod, container)) = index.lookup(cg) else {
+            return Resolved {
+                identity,
+                pod: None,
+            };
+        };
+        let tags = inferwatt_core::schema::PodTags {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            container: container.map(|k| k.name.clone()).unwrap_or_default(),
+            workload: pod.workload.name.clone(),
+            workload_kind: pod.workload.kind.clone(),
+        };
+        if !identity.from_config_rule() {
+            use crate::kube::rules;
+            let unknown = identity.server == "unknown";
+            let named = rules::from_config(pod, &self.pod_rules)
+                .or_else(|| rules::kserve(pod))
+                .or_else(|| unknown.then(|| rules::recommended_labels(pod)).flatten());
+            if let Some(n) = named {
+                identity = Identity {
+                    model: n.model,
+                    server: n.server,
+                    rule: format!("{} (pod {}/{})", n.rule, pod.namespace, pod.name),
+                };
+            }
+        }
+        if let Some(url) = &c.endpoint {
+            let mut eps = self
+                .endpoint_pods
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if eps.get(url) != Some(&tags) {
+                eps.insert(url.clone(), tags.clone());
+            }
+        }
+        Resolved {
+            identity,
+            pod: Some(tags),
+        }
+    }
+
+    /// Reads a process's lineage and caches what it says.
+    fn learn(&mut self, pid: u32) {
         // The process and its ancestors: vLLM's engine core and SGLang's schedulers
         // re-title themselves and carry their model on the parent's command line.
-        let (identity, cmdline, endpoint) = match self.procs.lineage(pid, 4) {
+        let (identity, cmdline, endpoint, pod_cgroup) = match self.procs.lineage(pid, 4) {
             Ok(chain) => {
                 let id = self.identifier.identify_lineage(&chain);
                 let endpoint =
                     crate::sources::server_metrics::default_endpoint_for_lineage(&id, &chain);
                 let cmdline = chain.first().map(|f| f.cmdline.clone()).unwrap_or_default();
-                (id, cmdline, endpoint)
+                let pod_cgroup = chain
+                    .first()
+                    .and_then(|f| f.cgroup.as_deref())
+                    .and_then(crate::kube::cgroup::pod_of_cgroup);
+                (id, cmdline, endpoint, pod_cgroup)
             }
             Err(e) => {
                 // Not readable (gone, or hidden by hidepid): still attributed, by pid.
@@ -329,25 +456,26 @@ impl<R: GpuReader> Sampler<R> {
                     },
                     Vec::new(),
                     None,
+                    None,
                 )
             }
         };
-        if self.cfg.server_metrics.discover {
-            if let Some(url) = endpoint {
-                self.endpoints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(url, identity.server.clone());
-            }
+        let endpoint = endpoint.filter(|_| self.cfg.server_metrics.discover);
+        if let Some(url) = &endpoint {
+            self.endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(url.clone(), identity.server.clone());
         }
         self.identities.insert(
             pid,
             CachedIdentity {
-                identity: identity.clone(),
+                identity,
                 cmdline,
+                pod_cgroup,
+                endpoint,
             },
         );
-        identity
     }
 
     /// The cmdline seen for a pid (for `check`).
@@ -422,8 +550,8 @@ impl<R: GpuReader> Sampler<R> {
             let mut activity = Vec::with_capacity(reading.processes.len());
             for p in &reading.processes {
                 live_pids.insert(p.pid);
-                let id = self.identify(p.pid);
-                let key = ModelKey::new(id.model, id.server);
+                let r = self.resolve(p.pid);
+                let key = ModelKey::new(r.identity.model, r.identity.server).in_pod(r.pod);
                 pid_rows.push((p.pid, info.uuid.clone(), key.clone()));
                 activity.push(ProcessActivity {
                     pid: p.pid,
@@ -437,19 +565,20 @@ impl<R: GpuReader> Sampler<R> {
             // utilisation samples before the exit are: it keeps its share.
             if let Some(sm) = &sm {
                 for (&pid, &util) in sm {
-                    if util > 0.0 && !activity.iter().any(|a| a.pid == pid) {
-                        if let Some(c) = self.identities.get(&pid) {
-                            let key =
-                                ModelKey::new(c.identity.model.clone(), c.identity.server.clone());
-                            pid_rows.push((pid, info.uuid.clone(), key.clone()));
-                            activity.push(ProcessActivity {
-                                pid,
-                                model: key,
-                                sm_util: Some(util),
-                                mem_bytes: None,
-                                mig_instance: None,
-                            });
-                        }
+                    if util > 0.0
+                        && !activity.iter().any(|a| a.pid == pid)
+                        && self.identities.contains_key(&pid)
+                    {
+                        let r = self.resolve(pid);
+                        let key = ModelKey::new(r.identity.model, r.identity.server).in_pod(r.pod);
+                        pid_rows.push((pid, info.uuid.clone(), key.clone()));
+                        activity.push(ProcessActivity {
+                            pid,
+                            model: key,
+                            sm_util: Some(util),
+                            mem_bytes: None,
+                            mig_instance: None,
+                        });
                     }
                 }
             }
@@ -523,6 +652,7 @@ impl<R: GpuReader> Sampler<R> {
                     interval_s: dt,
                     method: s.method,
                     end_ns: interval.end_ns,
+                    pod: s.model.pod.clone(),
                 };
                 model_rows.insert((info.uuid.clone(), s.model), row);
             }
@@ -591,6 +721,7 @@ impl<R: GpuReader> Sampler<R> {
                 interval_s: gap.interval_s(),
                 method: SplitMethod::None,
                 end_ns: gap.end_ns,
+                pod: None,
             },
         );
         self.publish_gpu(info, reading, &gap);
@@ -728,6 +859,7 @@ impl<R: GpuReader> Sampler<R> {
                 output_tokens: c.output_tokens,
                 interval_s,
                 end_ns: now_ns,
+                pod: k.pod,
             })
             .collect()
     }
@@ -829,12 +961,14 @@ impl<R: GpuReader> Sampler<R> {
         let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         for r in &out.models {
             let base = || {
-                vec![
+                let mut l = vec![
                     ("gpu_uuid", r.gpu_uuid.clone()),
                     ("model", r.model.clone()),
                     ("server", r.server.clone()),
                     ("site", self.origin.site.clone()),
-                ]
+                ];
+                l.extend(pod_labels(r.pod.as_ref()));
+                l
             };
             for (component, j) in [
                 ("active", r.active_j),
@@ -852,11 +986,13 @@ impl<R: GpuReader> Sampler<R> {
             }
             let fp = f.footprint(r.total_j());
             let model_labels = || {
-                vec![
+                let mut l = vec![
                     ("model", r.model.clone()),
                     ("server", r.server.clone()),
                     ("site", self.origin.site.clone()),
-                ]
+                ];
+                l.extend(pod_labels(r.pod.as_ref()));
+                l
             };
             if let Some(g) = fp.location_g {
                 let mut l = model_labels();
@@ -879,11 +1015,13 @@ impl<R: GpuReader> Sampler<R> {
         }
         for u in &out.usage {
             let l = || {
-                vec![
+                let mut l = vec![
                     ("model", u.model.clone()),
                     ("server", u.server.clone()),
                     ("site", self.origin.site.clone()),
-                ]
+                ];
+                l.extend(pod_labels(u.pod.as_ref()));
+                l
             };
             m.inc(
                 "inferwatt_model_requests_total",
@@ -1041,10 +1179,40 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     rt.spawn(scrape_loop(
         cfg.server_metrics.clone(),
         sampler.endpoints.clone(),
+        sampler.endpoint_pods.clone(),
         sampler.pending_usage(),
         metrics.clone(),
         stop_rx.clone(),
     ));
+
+    // Kubernetes: the pod list, read once before the first interval, then every
+    // `refresh_s` (a failed read keeps the last list).
+    if let Some(reader) = crate::kube::fetch::PodListReader::new(&cfg.kubernetes)
+        .map_err(PipelineError::Kubernetes)?
+    {
+        let view = sampler.pods.clone();
+        rt.block_on(reader.refresh(&view));
+        let pods = view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .index
+            .as_ref()
+            .map_or(0, |i| i.len());
+        tracing::info!(url = %reader.url(), pods, "reading the node's pods");
+        let every = Duration::from_secs_f64(cfg.kubernetes.refresh_s);
+        let mut stop = stop_rx.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                reader.refresh(&view).await;
+            }
+        });
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -1265,6 +1433,7 @@ async fn wait_for_signal() {
 async fn scrape_loop(
     cfg: crate::config::ServerMetricsConfig,
     endpoints: Endpoints,
+    endpoint_pods: EndpointPods,
     pending: PendingUsage,
     metrics: SharedMetrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -1304,10 +1473,15 @@ async fn scrape_loop(
                     }
                     let mut ledger = pending.lock().unwrap_or_else(PoisonError::into_inner);
                     let deltas = ledger.tracker.update(&url, &counters);
+                    let pod = endpoint_pods
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&url)
+                        .cloned();
                     for (model, d) in deltas {
                         let e = ledger
                             .pending
-                            .entry(ModelKey::new(model, server.clone()))
+                            .entry(ModelKey::new(model, server.clone()).in_pod(pod.clone()))
                             .or_default();
                         e.requests += d.requests;
                         e.input_tokens += d.input_tokens;

@@ -38,6 +38,10 @@ pub enum GroupBy {
     Model,
     Site,
     Country,
+    /// Kubernetes namespace (`by_namespace`).
+    Namespace,
+    /// Kubernetes workload within its namespace (`by_workload`, the chargeback table).
+    Workload,
 }
 
 /// Options beyond the grouping.
@@ -61,6 +65,15 @@ pub struct Report {
     pub by_model: Vec<ModelIndicators>,
     pub by_site: Vec<SiteIndicators>,
     pub by_country: Vec<CountryIndicators>,
+    /// Per Kubernetes namespace; namespace `""` is the energy of no pod (idle GPUs,
+    /// `_unattributed`, the host remainder, processes outside pods). Present when asked
+    /// for, or by default when any row ran in a pod.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_namespace: Vec<NamespaceIndicators>,
+    /// Per (namespace, workload kind, workload): what each tenant's workload used, the
+    /// same rows as `by_namespace` split finer (present under the same rule).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_workload: Vec<WorkloadIndicators>,
     pub geography: Geography,
     pub usage_by_country: UsageByCountry,
     /// GPUs that served each model at each site (for model cards and CodeCarbon).
@@ -164,6 +177,47 @@ pub struct SiteIndicators {
     pub zone: String,
     #[serde(flatten)]
     pub indicators: Indicators,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamespaceIndicators {
+    pub namespace: String,
+    #[serde(flatten)]
+    pub indicators: Indicators,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadIndicators {
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+    #[serde(flatten)]
+    pub indicators: Indicators,
+}
+
+impl NamespaceIndicators {
+    /// How tables name the namespace (`(no pod)` for the energy of no pod).
+    pub fn label(&self) -> String {
+        if self.namespace.is_empty() {
+            "(no pod)".to_owned()
+        } else {
+            self.namespace.clone()
+        }
+    }
+}
+
+impl WorkloadIndicators {
+    /// How tables name the workload: `namespace/Kind/name`, `(no pod)` for no pod.
+    pub fn label(&self) -> String {
+        if self.namespace.is_empty() && self.workload.is_empty() {
+            "(no pod)".to_owned()
+        } else {
+            format!(
+                "{}/{}/{}",
+                self.namespace, self.workload_kind, self.workload
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -408,6 +462,7 @@ pub fn compute_with(
     let mut totals = Acc::default();
     let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
     let mut by_site: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut by_tenancy: BTreeMap<crate::input::Tenancy, Acc> = BTreeMap::new();
     for m in RESERVED_MODELS {
         by_model.entry(m.to_owned()).or_default();
     }
@@ -468,6 +523,7 @@ pub fn compute_with(
         totals.add(&a);
         add_to(&mut by_model, &r.model, &a);
         add_to(&mut by_site, &r.site, &a);
+        by_tenancy.entry(r.tenancy.clone()).or_default().add(&a);
     }
 
     let mut usage_cm: BTreeMap<(String, String), Acc> = BTreeMap::new();
@@ -481,6 +537,7 @@ pub fn compute_with(
         totals.add(&a);
         by_model.entry(u.model.clone()).or_default().add(&a);
         by_site.entry(u.site.clone()).or_default().add(&a);
+        by_tenancy.entry(u.tenancy.clone()).or_default().add(&a);
         let (country, _) = site_geo(&u.site);
         usage_cm
             .entry((country, u.model.clone()))
@@ -651,6 +708,9 @@ pub fn compute_with(
         })
         .collect();
 
+    // Kubernetes tables: when asked for, or by default when anything ran in a pod.
+    let in_pods = by_tenancy.keys().any(|t| !t.is_empty());
+    let kube = |g: GroupBy| opts.group.contains(&g) || (opts.group.is_empty() && in_pods);
     let generated_at_ns = opts.generated_at_ns.unwrap_or_else(crate::now_ns);
     Report {
         schema: REPORT_SCHEMA.to_owned(),
@@ -687,6 +747,33 @@ pub fn compute_with(
                 .iter()
                 .map(|(c, a)| CountryIndicators {
                     country: c.clone(),
+                    indicators: a.indicators(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        by_namespace: if kube(GroupBy::Namespace) {
+            let mut ns: BTreeMap<&str, Acc> = BTreeMap::new();
+            for (t, a) in &by_tenancy {
+                ns.entry(&t.namespace).or_default().add(a);
+            }
+            ns.into_iter()
+                .map(|(n, a)| NamespaceIndicators {
+                    namespace: n.to_owned(),
+                    indicators: a.indicators(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        by_workload: if kube(GroupBy::Workload) {
+            by_tenancy
+                .iter()
+                .map(|(t, a)| WorkloadIndicators {
+                    namespace: t.namespace.clone(),
+                    workload_kind: t.workload_kind.clone(),
+                    workload: t.workload.clone(),
                     indicators: a.indicators(),
                 })
                 .collect()

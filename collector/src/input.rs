@@ -12,6 +12,24 @@ pub struct Period {
     pub to_ns: i64,
 }
 
+/// Where on Kubernetes a row ran: the namespace and the owning workload (its kind and
+/// name) of the pod, from the `namespace`, `workload_kind` and `workload` tags; empty off
+/// Kubernetes. Pods are not a report key: they come and go with every rollout, and a
+/// tenant is billed by namespace and workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Tenancy {
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+}
+
+impl Tenancy {
+    /// Whether the row ran on Kubernetes.
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_empty() && self.workload.is_empty() && self.workload_kind.is_empty()
+    }
+}
+
 /// Energy of one model on one GPU during one hour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnergyRow {
@@ -30,6 +48,8 @@ pub struct EnergyRow {
     /// GPU energy) over the hour's intervals (or the store's best equivalent). Drives
     /// GPU-hours and embodied emissions.
     pub gpu_seconds: f64,
+    /// Its namespace and workload on Kubernetes.
+    pub tenancy: Tenancy,
 }
 
 /// Inference-server usage of one model during one hour.
@@ -42,6 +62,8 @@ pub struct UsageRow {
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Its namespace and workload on Kubernetes.
+    pub tenancy: Tenancy,
 }
 
 /// GPU energy and seconds of a site by measurement path (`counter`, `integrated`, `gap`).

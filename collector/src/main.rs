@@ -108,7 +108,7 @@ struct ReportArgs {
     /// End of the period (inclusive), same forms; default: the end of the last stored hour.
     #[arg(long, value_parser = parse_to)]
     to: Option<i64>,
-    /// Breakdowns: comma-separated model, site, country (default: all).
+    /// Breakdowns: comma-separated model, site, country, namespace, workload (default: all; namespace and workload when anything ran in a pod).
     #[arg(long, default_value = "", value_parser = parse_group_arg)]
     group: GroupArg,
     /// Factors file (TOML, see docs): overrides the config's [factors]; with neither,

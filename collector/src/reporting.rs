@@ -51,7 +51,7 @@ pub enum ReportingError {
     BadTime { key: &'static str, value: String },
     #[error("{key} '{value}' is outside the times data can have; give a time from 1970-01-01T00:00:00Z to 2199-12-31T23:59:59Z")]
     TimeOutOfRange { key: &'static str, value: String },
-    #[error("group '{0}' is not known; use a comma-separated list of: model, site, country")]
+    #[error("group '{0}' is not known; use a comma-separated list of: model, site, country, namespace, workload")]
     BadGroup(String),
     #[error("the period from '{from}' to '{to}' is empty; 'to' must be after 'from'")]
     EmptyPeriod { from: String, to: String },
@@ -143,6 +143,7 @@ pub fn report_input(
             idle_j: m.idle_j,
             host_j: m.host_j,
             gpu_seconds: m.gpu_s,
+            tenancy: m.tenancy.clone(),
         });
     }
     for g in &gpus {
@@ -177,6 +178,7 @@ pub fn report_input(
                 idle_j: 0.0,
                 host_j: 0.0,
                 gpu_seconds: if had_rows { 0.0 } else { rest_s },
+                tenancy: Default::default(),
             });
         }
     }
@@ -297,6 +299,7 @@ pub fn report_input(
                 idle_j: 0.0,
                 host_j: rest,
                 gpu_seconds: 0.0,
+                tenancy: Default::default(),
             });
         }
     }
@@ -313,10 +316,11 @@ pub fn report_input(
     // Rows stay in the store's order (by GPU and model, then time) with the derived rows
     // after them; the digest sorts on its own.
 
-    let mut usage_map: BTreeMap<(String, String, String, i64), [f64; 3]> = BTreeMap::new();
+    type UsageKey = (String, String, String, crate::input::Tenancy, i64);
+    let mut usage_map: BTreeMap<UsageKey, [f64; 3]> = BTreeMap::new();
     for u in store.bucket_model_usage(from, to, grain_ns)? {
         let e = usage_map
-            .entry((u.site, u.model, u.server, u.bucket_ns))
+            .entry((u.site, u.model, u.server, u.tenancy, u.bucket_ns))
             .or_default();
         e[0] += u.requests.max(0.0);
         e[1] += u.input_tokens.max(0.0);
@@ -324,15 +328,18 @@ pub fn report_input(
     }
     let usage: Vec<UsageRow> = usage_map
         .into_iter()
-        .map(|((site, model, server, hour), [r, i, o])| UsageRow {
-            site,
-            model,
-            server,
-            hour_start_ns: hour,
-            requests: r.round() as u64,
-            input_tokens: i.round() as u64,
-            output_tokens: o.round() as u64,
-        })
+        .map(
+            |((site, model, server, tenancy, hour), [r, i, o])| UsageRow {
+                site,
+                model,
+                server,
+                hour_start_ns: hour,
+                requests: r.round() as u64,
+                input_tokens: i.round() as u64,
+                output_tokens: o.round() as u64,
+                tenancy,
+            },
+        )
         .collect();
 
     let mut source_map: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
@@ -579,6 +586,8 @@ pub fn parse_group(value: &str) -> Result<Vec<GroupBy>, ReportingError> {
             "model" => GroupBy::Model,
             "site" => GroupBy::Site,
             "country" => GroupBy::Country,
+            "namespace" => GroupBy::Namespace,
+            "workload" => GroupBy::Workload,
             _ => return Err(ReportingError::BadGroup(part.to_owned())),
         };
         if !out.contains(&g) {

@@ -192,6 +192,7 @@ async fn every_accepted_point_reaches_victoriametrics() {
                 interval_s: 1.0,
                 method: SplitMethod::SmUtil,
                 end_ns,
+                pod: None,
             }
             .to_point(&o),
             ModelUsage {
@@ -202,6 +203,7 @@ async fn every_accepted_point_reaches_victoriametrics() {
                 output_tokens: 100 * i as u64,
                 interval_s: 1.0,
                 end_ns,
+                pod: None,
             }
             .to_point(&o),
         ]);

@@ -36,6 +36,7 @@ fn energy(
         idle_j: idle_kwh * KWH,
         host_j: host_kwh * KWH,
         gpu_seconds: gpu_s,
+        tenancy: Default::default(),
     }
 }
 
@@ -48,6 +49,7 @@ fn usage(site: &str, model: &str, requests: u64, input: u64, output: u64) -> Usa
         requests,
         input_tokens: input,
         output_tokens: output,
+        tenancy: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn row(hour: i64, it_kwh: f64) -> EnergyRow {
         idle_j: it_kwh * 0.25 * KWH,
         host_j: it_kwh * 0.25 * KWH,
         gpu_seconds: 3600.0,
+        tenancy: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ fn row(model: &str, active_j: f64) -> EnergyRow {
         idle_j: 1.0e5,
         host_j: 5.0e4,
         gpu_seconds: 1200.0,
+        tenancy: Default::default(),
     }
 }
 
@@ -49,6 +50,7 @@ fn report() -> Report {
             requests: 10,
             input_tokens: 100,
             output_tokens: 2000,
+            tenancy: Default::default(),
         }],
         sources: vec![GpuSourceRow {
             site: "paris".into(),

@@ -74,6 +74,7 @@ fn hour(o: &Origin, t0: i64, host_j: f64, rapl_j: f64) -> Vec<Point> {
                     interval_s: 600.0,
                     method: SplitMethod::SmUtil,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(o),
             );

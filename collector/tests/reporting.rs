@@ -124,6 +124,7 @@ fn fill(store: &Store) {
                     interval_s: STEP_S as f64,
                     method,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(&o),
             );
@@ -136,6 +137,7 @@ fn fill(store: &Store) {
                     output_tokens: out,
                     interval_s: STEP_S as f64,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(&o),
             );
@@ -268,6 +270,7 @@ fn data_quality_gives_the_share_of_energy_each_split_method_split() {
         interval_s: 1.0,
         method: SplitMethod::SmUtil,
         end_ns: T0 + 3 * HOUR_NS,
+        pod: None,
     }
     .to_point(&origin());
     for (k, v) in bad.fields.iter_mut() {
@@ -386,6 +389,7 @@ fn other_factors_change_emissions_and_water_not_energy_or_digest() {
             output_tokens: 0,
             interval_s: 1.0,
             end_ns: T0 + HOUR_NS + 1,
+            pod: None,
         }
         .to_point(&origin())])
         .expect("write");
@@ -805,6 +809,7 @@ fn a_year_of_64_gpus_and_8_models_reports_within_a_second() {
                         interval_s: 10.0,
                         method: SplitMethod::SmUtil,
                         end_ns,
+                        pod: None,
                     }
                     .to_point(&o),
                 );
@@ -820,6 +825,7 @@ fn a_year_of_64_gpus_and_8_models_reports_within_a_second() {
                     output_tokens: 1000,
                     interval_s: 10.0,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(&o),
             );

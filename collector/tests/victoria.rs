@@ -11,12 +11,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use inferwatt_collector::indicators::ReportInput;
+use inferwatt_collector::input::Tenancy;
 use inferwatt_collector::reporting::{self, FactorsChoice, ReportRequest};
 use inferwatt_collector::store::victoria::{vm_points, VictoriaConfig};
 use inferwatt_collector::store::{ReportStore, Store, VictoriaStore, HOUR_NS, YEAR_GRAIN};
 use inferwatt_core::lineproto::{encode, Point};
 use inferwatt_core::schema::{
-    EnergySource, GpuInterval, HostEnergy, ModelEnergy, ModelUsage, Origin, SiteInfo, SplitMethod,
+    EnergySource, GpuInterval, HostEnergy, ModelEnergy, ModelUsage, Origin, PodTags, SiteInfo,
+    SplitMethod,
 };
 
 const VM_BIN: &str = "/usr/bin/victoria-metrics";
@@ -162,6 +164,15 @@ fn fleet() -> Vec<Vec<Point>> {
                             interval_s: iv,
                             method: SplitMethod::SmUtil,
                             end_ns: end,
+                            // On Kubernetes: its namespace and workload must come
+                            // back as report keys from both stores.
+                            pod: (*m == "mistral").then(|| PodTags {
+                                namespace: "team-a".into(),
+                                pod: "mistral-0".into(),
+                                container: "vllm".into(),
+                                workload: "mistral".into(),
+                                workload_kind: "StatefulSet".into(),
+                            }),
                         }
                         .to_point(&o),
                     );
@@ -176,6 +187,13 @@ fn fleet() -> Vec<Vec<Point>> {
                     output_tokens: (rnd() * 800.0) as u64,
                     interval_s: step as f64 / 1e9,
                     end_ns: end,
+                    pod: (hi == 0).then(|| PodTags {
+                        namespace: "team-b".into(),
+                        pod: "llama-7d9f-x2k4p".into(),
+                        container: "vllm".into(),
+                        workload: "llama".into(),
+                        workload_kind: "Deployment".into(),
+                    }),
                 }
                 .to_point(&o),
             );
@@ -244,6 +262,7 @@ fn fleet() -> Vec<Vec<Point>> {
             interval_s: 9000.0,
             method: SplitMethod::None,
             end_ns: gap_end,
+            pod: None,
         }
         .to_point(&o),
     ]);
@@ -254,7 +273,7 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-9)
 }
 
-type Key = (String, String, String, String, i64);
+type Key = (String, String, String, String, Tenancy, i64);
 
 fn energy_by_row(input: &ReportInput) -> BTreeMap<Key, [f64; 4]> {
     let mut out: BTreeMap<Key, [f64; 4]> = BTreeMap::new();
@@ -265,6 +284,7 @@ fn energy_by_row(input: &ReportInput) -> BTreeMap<Key, [f64; 4]> {
                 r.host.clone(),
                 r.gpu_uuid.clone(),
                 r.model.clone(),
+                r.tenancy.clone(),
                 r.hour_start_ns,
             ))
             .or_default();
@@ -281,6 +301,11 @@ fn energy_by_row(input: &ReportInput) -> BTreeMap<Key, [f64; 4]> {
 fn assert_same(sqlite: &ReportInput, vm: &ReportInput, what: &str) {
     let a = energy_by_row(sqlite);
     let b = energy_by_row(vm);
+    assert!(
+        a.keys()
+            .any(|k| k.4.namespace == "team-a" && k.4.workload == "mistral"),
+        "{what}: the fleet's pod rows keep their namespace and workload"
+    );
     let total: f64 = a.values().map(|v| v[0] + v[1] + v[2]).sum();
     assert!(total > 0.0, "{what}: no energy");
     let keys: std::collections::BTreeSet<&Key> = a.keys().chain(b.keys()).collect();
@@ -305,7 +330,12 @@ fn assert_same(sqlite: &ReportInput, vm: &ReportInput, what: &str) {
             .iter()
             .map(|u| {
                 (
-                    (u.site.clone(), u.model.clone(), u.hour_start_ns),
+                    (
+                        u.site.clone(),
+                        u.model.clone(),
+                        u.tenancy.clone(),
+                        u.hour_start_ns,
+                    ),
                     (u.requests, u.input_tokens, u.output_tokens),
                 )
             })

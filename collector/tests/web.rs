@@ -76,6 +76,7 @@ fn fill(store: &Store) {
                     interval_s: STEP_S as f64,
                     method: SplitMethod::SmUtil,
                     end_ns,
+                    pod: None,
                 }
                 .to_point(&o),
             );

@@ -122,5 +122,11 @@ pub fn render(r: &Report) -> String {
             d,
         ));
     }
+    for n in &r.by_namespace {
+        out.push_str(&row("namespace", &n.label(), "", "", &n.indicators, d));
+    }
+    for w in &r.by_workload {
+        out.push_str(&row("workload", &w.label(), "", "", &w.indicators, d));
+    }
     out
 }

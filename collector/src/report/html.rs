@@ -138,6 +138,26 @@ pub fn render(r: &Report) -> String {
         .map(|c| (c.country.clone(), &c.indicators))
         .collect();
     s.push_str(&table("By country", "country", &countries));
+    if !r.by_namespace.is_empty() {
+        let rows: Vec<_> = r
+            .by_namespace
+            .iter()
+            .map(|n| (n.label(), &n.indicators))
+            .collect();
+        s.push_str(&table("By namespace", "namespace", &rows));
+    }
+    if !r.by_workload.is_empty() {
+        let rows: Vec<_> = r
+            .by_workload
+            .iter()
+            .map(|w| (w.label(), &w.indicators))
+            .collect();
+        s.push_str(&table(
+            "By workload (chargeback)",
+            "namespace/kind/workload",
+            &rows,
+        ));
+    }
 
     let dq = &r.data_quality;
     s.push_str(&format!(

@@ -94,6 +94,22 @@ pub fn render(r: &Report) -> String {
             .iter()
             .map(|c| (c.country.clone(), &c.indicators)),
     );
+    if !r.by_namespace.is_empty() {
+        table(
+            &mut out,
+            "By namespace",
+            "namespace",
+            r.by_namespace.iter().map(|n| (n.label(), &n.indicators)),
+        );
+    }
+    if !r.by_workload.is_empty() {
+        table(
+            &mut out,
+            "By workload (chargeback)",
+            "namespace/kind/workload",
+            r.by_workload.iter().map(|w| (w.label(), &w.indicators)),
+        );
+    }
 
     out.push_str("\n## Geography\n\n| country | facility kWh | share |\n|---|---|---|\n");
     for s in &r.geography.energy_share_by_country {

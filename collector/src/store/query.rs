@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rollup;
 use super::{Store, StoreError, DAY_NS, HOUR_NS, LEVELS};
+use crate::input::Tenancy;
 
 /// A piece of a period: `(lo, hi]` read from raw rows, or whole buckets `[lo, hi)` of a level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,9 +377,15 @@ fn sum_segments(
 }
 
 /// Tag columns of a series.
-fn series_tags(conn: &Connection, id: i64) -> Result<[String; 8], StoreError> {
+/// A series' tag columns (site, host, gpu_uuid, gpu_name, model, server, country, zone)
+/// and its Kubernetes tags (namespace, workload_kind, workload) from the tag set.
+fn series_tags(conn: &Connection, id: i64) -> Result<[String; 11], StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT site, host, gpu_uuid, gpu_name, model, server, country, zone FROM series WHERE id = ?1",
+        "SELECT site, host, gpu_uuid, gpu_name, model, server, country, zone,
+                COALESCE(json_extract(tags, '$.namespace'), ''),
+                COALESCE(json_extract(tags, '$.workload_kind'), ''),
+                COALESCE(json_extract(tags, '$.workload'), '')
+         FROM series WHERE id = ?1",
     )?;
     Ok(stmt.query_row([id], |r| {
         Ok([
@@ -390,8 +397,20 @@ fn series_tags(conn: &Connection, id: i64) -> Result<[String; 8], StoreError> {
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
         ])
     })?)
+}
+
+/// The [`Tenancy`] of a series' tags ([`series_tags`]).
+fn tenancy_of(t: &[String; 11]) -> Tenancy {
+    Tenancy {
+        namespace: t[8].clone(),
+        workload_kind: t[9].clone(),
+        workload: t[10].clone(),
+    }
 }
 
 impl Store {
@@ -587,7 +606,8 @@ pub struct SplitRow {
     pub energy_j: f64,
 }
 
-/// `model_energy` sums of one (site, host, gpu_uuid, model, server) in one bucket.
+/// `model_energy` sums of one (site, host, gpu_uuid, model, server, tenancy) in one
+/// bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketModelEnergyRow {
     pub site: String,
@@ -595,6 +615,8 @@ pub struct BucketModelEnergyRow {
     pub gpu_uuid: String,
     pub model: String,
     pub server: String,
+    /// Namespace and workload on Kubernetes (empty off it).
+    pub tenancy: Tenancy,
     /// Start `b` of the bucket, which holds the time `(b, b + grain]`.
     pub bucket_ns: i64,
     pub active_j: f64,
@@ -624,6 +646,8 @@ pub struct BucketUsageRow {
     pub host: String,
     pub model: String,
     pub server: String,
+    /// Namespace and workload on Kubernetes (empty off it).
+    pub tenancy: Tenancy,
     pub bucket_ns: i64,
     pub requests: f64,
     pub input_tokens: f64,
@@ -663,7 +687,7 @@ pub struct GapPointRow {
 /// Tag columns of series, read once per id.
 struct TagCache<'c> {
     conn: &'c Connection,
-    tags: HashMap<i64, [String; 8]>,
+    tags: HashMap<i64, [String; 11]>,
 }
 
 impl<'c> TagCache<'c> {
@@ -674,7 +698,7 @@ impl<'c> TagCache<'c> {
         }
     }
 
-    fn get(&mut self, id: i64) -> Result<&[String; 8], StoreError> {
+    fn get(&mut self, id: i64) -> Result<&[String; 11], StoreError> {
         if !self.tags.contains_key(&id) {
             let t = series_tags(self.conn, id)?;
             self.tags.insert(id, t);
@@ -689,7 +713,7 @@ impl<'c> TagCache<'c> {
 fn canonical<K: Ord + Clone>(
     cache: &mut TagCache<'_>,
     ids: impl Iterator<Item = i64>,
-    key_of: impl Fn(&[String; 8]) -> K,
+    key_of: impl Fn(&[String; 11]) -> K,
 ) -> Result<(HashMap<i64, usize>, Vec<K>), StoreError> {
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
@@ -725,13 +749,16 @@ impl Store {
         // are summed and sorted by (that index, bucket) — integers, not strings.
         let mut cache = TagCache::new(&conn);
         let (canon, keys) = canonical(&mut cache, acc.keys().map(|k| k.0), |t| {
-            [
-                t[0].clone(),
-                t[1].clone(),
-                t[2].clone(),
-                t[4].clone(),
-                t[5].clone(),
-            ]
+            (
+                [
+                    t[0].clone(),
+                    t[1].clone(),
+                    t[2].clone(),
+                    t[4].clone(),
+                    t[5].clone(),
+                ],
+                tenancy_of(t),
+            )
         })?;
         let mut folded: HashMap<(usize, i64), [f64; 5]> = HashMap::with_capacity(acc.len());
         for ((id, _, bucket), (v, _)) in acc {
@@ -745,13 +772,14 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|((k, bucket), v)| {
-                let [site, host, gpu_uuid, model, server] = &keys[k];
+                let ([site, host, gpu_uuid, model, server], tenancy) = &keys[k];
                 BucketModelEnergyRow {
                     site: site.clone(),
                     host: host.clone(),
                     gpu_uuid: gpu_uuid.clone(),
                     model: model.clone(),
                     server: server.clone(),
+                    tenancy: tenancy.clone(),
                     bucket_ns: bucket,
                     active_j: v[0],
                     idle_j: v[1],
@@ -816,16 +844,19 @@ impl Store {
         let conn = self.lock()?;
         let acc = bucket_sums(&conn, &USAGE_T, from_ns, to_ns, grain_ns)?;
         let mut cache = TagCache::new(&conn);
-        let mut folded: HashMap<(String, String, String, String, i64), BucketUsageRow> =
-            HashMap::new();
+        type Key = (String, String, String, String, Tenancy, i64);
+        let mut folded: HashMap<Key, BucketUsageRow> = HashMap::new();
         for ((id, _, bucket), (v, _)) in acc {
-            let [site, host, _, _, model, server, ..] = cache.get(id)?;
+            let t = cache.get(id)?;
+            let tenancy = tenancy_of(t);
+            let [site, host, _, _, model, server, ..] = t;
             let e = folded
                 .entry((
                     site.clone(),
                     host.clone(),
                     model.clone(),
                     server.clone(),
+                    tenancy.clone(),
                     bucket,
                 ))
                 .or_insert_with(|| BucketUsageRow {
@@ -833,6 +864,7 @@ impl Store {
                     host: host.clone(),
                     model: model.clone(),
                     server: server.clone(),
+                    tenancy,
                     bucket_ns: bucket,
                     requests: 0.0,
                     input_tokens: 0.0,
@@ -844,13 +876,22 @@ impl Store {
         }
         let mut out: Vec<BucketUsageRow> = folded.into_values().collect();
         out.sort_by(|a, b| {
-            (&a.site, &a.host, &a.model, &a.server, a.bucket_ns).cmp(&(
-                &b.site,
-                &b.host,
-                &b.model,
-                &b.server,
-                b.bucket_ns,
-            ))
+            (
+                &a.site,
+                &a.host,
+                &a.model,
+                &a.server,
+                &a.tenancy,
+                a.bucket_ns,
+            )
+                .cmp(&(
+                    &b.site,
+                    &b.host,
+                    &b.model,
+                    &b.server,
+                    &b.tenancy,
+                    b.bucket_ns,
+                ))
         });
         Ok(out)
     }

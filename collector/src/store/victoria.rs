@@ -45,6 +45,7 @@ use super::query::{
 use super::rollup::{self, Typed};
 use super::source::ReportStore;
 use super::{StoreError, HOUR_NS, YEAR_GRAIN};
+use crate::input::Tenancy;
 
 /// Nanoseconds per millisecond, VictoriaMetrics' time resolution.
 const MS: i64 = 1_000_000;
@@ -712,7 +713,16 @@ impl ReportStore for VictoriaStore {
                 "model_energy_interval_s",
                 "model_energy_gpu_s",
             ],
-            &["site", "host", "gpu_uuid", "model", "server"],
+            &[
+                "site",
+                "host",
+                "gpu_uuid",
+                "model",
+                "server",
+                "namespace",
+                "workload_kind",
+                "workload",
+            ],
             from_ns,
             to_ns,
             grain_ns,
@@ -725,6 +735,11 @@ impl ReportStore for VictoriaStore {
                 gpu_uuid: k[2].clone(),
                 model: k[3].clone(),
                 server: k[4].clone(),
+                tenancy: Tenancy {
+                    namespace: k[5].clone(),
+                    workload_kind: k[6].clone(),
+                    workload: k[7].clone(),
+                },
                 bucket_ns,
                 active_j: v[0],
                 idle_j: v[1],
@@ -804,7 +819,15 @@ impl ReportStore for VictoriaStore {
                 "model_usage_input_tokens",
                 "model_usage_output_tokens",
             ],
-            &["site", "host", "model", "server"],
+            &[
+                "site",
+                "host",
+                "model",
+                "server",
+                "namespace",
+                "workload_kind",
+                "workload",
+            ],
             from_ns,
             to_ns,
             grain_ns,
@@ -816,6 +839,11 @@ impl ReportStore for VictoriaStore {
                 host: k[1].clone(),
                 model: k[2].clone(),
                 server: k[3].clone(),
+                tenancy: Tenancy {
+                    namespace: k[4].clone(),
+                    workload_kind: k[5].clone(),
+                    workload: k[6].clone(),
+                },
                 bucket_ns,
                 requests: v[0],
                 input_tokens: v[1],

@@ -137,6 +137,7 @@ fn fill(db: &Path, t0: i64) {
                         interval_s: STEP_S as f64,
                         method: SplitMethod::SmUtil,
                         end_ns,
+                        pod: None,
                     }
                     .to_point(&o),
                 );
@@ -150,6 +151,7 @@ fn fill(db: &Path, t0: i64) {
                             output_tokens,
                             interval_s: STEP_S as f64,
                             end_ns,
+                            pod: None,
                         }
                         .to_point(&o),
                     );

@@ -332,6 +332,24 @@ def check_kubernetes(agent_binary):
             problem(where, f"prometheus listen '{cfg['prometheus']['listen']}' is not the container port on all interfaces")
         if mount_of(c, "state") != cfg["state"]["dir"]:
             problem(where, f"[state] dir '{cfg['state']['dir']}' is not the state volume's mount")
+        # Pods: the node's own, from the API server, by a service account that may only
+        # read pods.
+        pods_url = cfg.get("kubernetes", {}).get("pods_url", "")
+        if "spec.nodeName%3Dgpu-node-7" not in pods_url:
+            problem(where, f"[kubernetes] pods_url '{pods_url}' does not select this node's pods")
+        sa = pod.get("serviceAccountName")
+        if not sa or pod.get("automountServiceAccountToken") is not True:
+            problem(where, "the agent needs its service account's token to read the node's pods")
+        bound = [d["roleRef"]["name"] for _, d in docs if d["kind"] == "ClusterRoleBinding"
+                 and any(s.get("kind") == "ServiceAccount" and s.get("name") == sa for s in d.get("subjects", []))]
+        rules = [r for _, d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] in bound
+                 for r in d.get("rules", [])]
+        if not rules:
+            problem(where, f"service account '{sa}' is bound to no ClusterRole that reads pods")
+        for r in rules:
+            if r.get("resources") != ["pods"] or sorted(r.get("verbs", [])) != ["get", "list"] \
+                    or r.get("apiGroups") != [""]:
+                problem(where, f"service account '{sa}' may do more than get/list pods: {r}")
         # Exit 2 = the config is rejected; 3 = accepted, then NVML missing (as here).
         agent = subprocess.run([agent_binary, "check", "--config", str(out)], capture_output=True, text=True,
                                env={**os.environ, "INFERWATT_NVML_LIB": str(Path(tmp) / "no-libnvidia-ml.so.1")})

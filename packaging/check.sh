@@ -89,7 +89,7 @@ echo "== packaging: container files"
 
 echo "== packaging: Kubernetes manifests"
 "$work/venv/bin/kubernetes-validate" --strict --quiet \
-  packaging/kubernetes/namespace.yaml packaging/kubernetes/collector.yaml packaging/kubernetes/agent.yaml
+  packaging/kubernetes/namespace.yaml packaging/kubernetes/rbac.yaml packaging/kubernetes/collector.yaml packaging/kubernetes/agent.yaml
 # Where cargo put the binaries (CARGO_TARGET_DIR or a cargo config may move target/).
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')

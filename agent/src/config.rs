@@ -60,6 +60,35 @@ pub struct Config {
     pub ship: Option<inferwatt_ship::ShipConfig>,
     /// Kubernetes: tag each model row with its pod, namespace and workload.
     pub kubernetes: KubernetesConfig,
+    /// Push the metrics over OTLP/HTTP (off when absent).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `[otlp]`: push the Prometheus endpoint's energy, power and per-model metrics over
+/// OTLP/HTTP (protobuf) to an OpenTelemetry collector or backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The metrics URL, e.g. `http://otel-collector:4318/v1/metrics` or
+    /// VictoriaMetrics' `http://vm:8428/opentelemetry/v1/metrics`.
+    pub endpoint: String,
+    /// Seconds between pushes (sums are cumulative: a failed push loses nothing).
+    #[serde(default = "default_otlp_interval_s")]
+    pub interval_s: f64,
+    /// Seconds before a push gives up.
+    #[serde(default = "default_otlp_timeout_s")]
+    pub timeout_s: f64,
+    /// Extra HTTP headers, e.g. `{ Authorization = "Bearer …" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_otlp_interval_s() -> f64 {
+    60.0
+}
+
+fn default_otlp_timeout_s() -> f64 {
+    10.0
 }
 
 /// `[kubernetes]`: where the agent reads this node's pods. Off while `pods_url` is unset.
@@ -517,6 +546,37 @@ impl Config {
         }
         crate::kube::rules::compile_pod_rules(&k.pod_rules)
             .map_err(|e| bad("kubernetes.pod_rules", e.to_string()))?;
+        if let Some(o) = &self.otlp {
+            if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
+                return Err(bad(
+                    "otlp.endpoint",
+                    format!("'{}' is not an http:// or https:// URL", o.endpoint),
+                ));
+            }
+            if !(o.interval_s.is_finite() && (s.interval_s..=3600.0).contains(&o.interval_s)) {
+                return Err(bad(
+                    "otlp.interval_s",
+                    format!(
+                        "'{}' is outside the sampling interval ({} s) to 3600 seconds",
+                        o.interval_s, s.interval_s
+                    ),
+                ));
+            }
+            if !(o.timeout_s.is_finite() && (0.1..=60.0).contains(&o.timeout_s)) {
+                return Err(bad(
+                    "otlp.timeout_s",
+                    format!("'{}' is outside 0.1 to 60 seconds", o.timeout_s),
+                ));
+            }
+            for k in o.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    return Err(bad(
+                        "otlp.headers",
+                        format!("'{k}' is not an HTTP header name"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -666,6 +726,14 @@ timeout_s = 5.0
 # label = "acme.com/model"
 # model = "acme/${value}"
 pod_rules = []
+
+# Push energy, power and per-model metrics over OTLP/HTTP (off when absent):
+# hw.energy, hw.power, inferwatt.model.energy, … (docs/ARCHITECTURE.md, "OTLP export").
+# [otlp]
+# endpoint = "http://otel-collector:4318/v1/metrics"
+# interval_s = 60.0
+# timeout_s = 10.0
+# headers = { Authorization = "Bearer ..." }
 "#;
 
 #[cfg(test)]

@@ -1185,6 +1185,17 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
         stop_rx.clone(),
     ));
 
+    // OTLP: the same counters pushed every `interval_s`, and once more at the stop.
+    let otlp = cfg.otlp.clone().map(|o| {
+        tracing::info!(endpoint = %o.endpoint, interval_s = o.interval_s, "pushing metrics over OTLP");
+        rt.spawn(crate::sinks::otlp::export_loop(
+            o,
+            metrics.clone(),
+            sampler.origin().host.clone(),
+            stop_rx.clone(),
+        ))
+    });
+
     // Kubernetes: the pod list, read once before the first interval, then every
     // `refresh_s` (a failed read keeps the last list).
     if let Some(reader) = crate::kube::fetch::PodListReader::new(&cfg.kubernetes)
@@ -1362,6 +1373,9 @@ pub fn run<R: GpuReader + Send + 'static>(cfg: Config, reader: R) -> Result<(), 
     }
     let _ = stop_tx.send(true);
     if let Some((_, task)) = ship {
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+    }
+    if let Some(task) = otlp {
         let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
     }
     rt.shutdown_timeout(Duration::from_secs(2));

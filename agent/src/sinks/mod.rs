@@ -3,4 +3,5 @@
 //! collector's forwarding).
 
 pub mod file;
+pub mod otlp;
 pub mod prometheus;

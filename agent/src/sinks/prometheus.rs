@@ -113,6 +113,14 @@ impl Metrics {
             .map(|(_, v)| *v)
     }
 
+    /// Every series of family `name` (labels and value), for the OTLP exporter.
+    pub fn series(&self, name: &str) -> Vec<(Labels, f64)> {
+        self.families
+            .get(name)
+            .map(|f| f.series.iter().map(|(l, v)| (l.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// Renders the text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -195,6 +195,17 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
             }
             (None, None) => {}
         }
+        if let Some(e) = &v.devices_error {
+            let _ = writeln!(
+                o,
+                "Kubernetes: cannot read the kubelet's GPU assignment: {e}"
+            );
+        } else if v.devices.is_some() {
+            let _ = writeln!(
+                o,
+                "Kubernetes: the kubelet's GPU assignment read (PodResources)"
+            );
+        }
     }
     sampler.sample();
 
@@ -208,6 +219,7 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
         for p in reading.processes {
             any = true;
             let r = sampler.resolve(p.pid);
+            let r = sampler.check_assignment(&g.uuid, p.pid, r);
             let id = &r.identity;
             let _ = writeln!(
                 o,
@@ -220,6 +232,9 @@ pub fn report(cfg: Config, reader: NvmlReader) -> Result<String, PipelineError> 
                     "      pod: {}/{} container '{}', workload {} {}",
                     pod.namespace, pod.pod, pod.container, pod.workload_kind, pod.workload
                 );
+            }
+            if let Some(n) = sampler.assignment_note(p.pid) {
+                let _ = writeln!(o, "      kubelet: {n}");
             }
             if let Some(cmd) = sampler.cmdline(p.pid) {
                 let _ = writeln!(o, "      cmdline: {}", cmd.join(" "));

@@ -111,6 +111,11 @@ pub struct KubernetesConfig {
     /// Accept any certificate: the kubelet serves a self-signed one unless its serving
     /// certificates are rotated through the cluster CA. The token is still sent.
     pub insecure_skip_tls_verify: bool,
+    /// The kubelet's PodResources socket
+    /// (`/var/lib/kubelet/pod-resources/kubelet.sock`): which container holds each GPU,
+    /// to cross-check the cgroup's pod and to tag a process whose cgroup is unreadable.
+    /// Unset: no cross-check.
+    pub pod_resources_socket: Option<PathBuf>,
     /// Seconds between pod-list reads.
     pub refresh_s: f64,
     /// Seconds before a read gives up.
@@ -127,6 +132,7 @@ impl Default for KubernetesConfig {
             token_file: None,
             ca_file: None,
             insecure_skip_tls_verify: false,
+            pod_resources_socket: None,
             refresh_s: 10.0,
             timeout_s: 5.0,
             pod_rules: Vec::new(),
@@ -717,6 +723,9 @@ dir = "/var/lib/inferwatt-agent"
 # ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 # Accept the kubelet's self-signed serving certificate.
 insecure_skip_tls_verify = false
+# The kubelet's PodResources socket: which container holds each GPU (a cross-check of
+# the cgroup's pod; tags a process whose cgroup is unreadable).
+# pod_resources_socket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 # Seconds between pod-list reads, and before one gives up.
 refresh_s = 10.0
 timeout_s = 5.0

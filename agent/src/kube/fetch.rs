@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::kubelet::PodIndex;
+use super::podresources::DeviceIndex;
 use crate::config::KubernetesConfig;
 
 /// The pod list as last read, shared by the reading task and the sampler.
@@ -18,6 +19,11 @@ pub struct PodView {
     pub read_at: Option<Instant>,
     /// Why the last read failed, if it did.
     pub error: Option<String>,
+    /// The kubelet's device assignments (PodResources), when its socket is configured
+    /// and the last call succeeded.
+    pub devices: Option<Arc<DeviceIndex>>,
+    /// Why the last PodResources call failed, if it did.
+    pub devices_error: Option<String>,
 }
 
 /// The view shared between the reading task and the sampler.
@@ -30,6 +36,8 @@ pub struct PodListReader {
     url: String,
     client: reqwest::Client,
     token_file: Option<std::path::PathBuf>,
+    pod_resources: Option<std::path::PathBuf>,
+    timeout: Duration,
 }
 
 impl PodListReader {
@@ -62,6 +70,8 @@ impl PodListReader {
             url,
             client,
             token_file: cfg.token_file.clone(),
+            pod_resources: cfg.pod_resources_socket.clone(),
+            timeout: Duration::from_secs_f64(cfg.timeout_s),
         }))
     }
 
@@ -94,6 +104,24 @@ impl PodListReader {
     /// Reads once and stores the outcome in `view`.
     pub async fn refresh(&self, view: &SharedPodView) {
         let result = self.read().await;
+        if let Some(socket) = &self.pod_resources {
+            let devices = super::podresources::list(socket, self.timeout).await;
+            let mut v = view.lock().unwrap_or_else(PoisonError::into_inner);
+            match devices {
+                Ok(a) => {
+                    if v.devices_error.take().is_some() {
+                        tracing::info!(socket = %socket.display(), "PodResources readable again");
+                    }
+                    v.devices = Some(Arc::new(DeviceIndex::new(&a)));
+                }
+                Err(e) => {
+                    if v.devices_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(error = %e, "cannot ask the kubelet which pod holds each GPU; keeping the last answer");
+                    }
+                    v.devices_error = Some(e);
+                }
+            }
+        }
         let mut v = view.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(index) => {

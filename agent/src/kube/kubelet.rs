@@ -325,6 +325,21 @@ impl PodIndex {
         parse_pod_list(body).map(PodIndex::new)
     }
 
+    /// The running pod named `name` in `namespace` (the PodResources API names pods,
+    /// not UIDs); a pod that has not finished wins over one that has.
+    pub fn by_name(&self, namespace: &str, name: &str) -> Option<&PodMeta> {
+        let mut found = self
+            .pods
+            .iter()
+            .filter(|p| p.namespace == namespace && p.name == name);
+        let first = found.next()?;
+        let done = |p: &PodMeta| matches!(p.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if !done(first) {
+            return Some(first);
+        }
+        Some(found.find(|p| !done(p)).unwrap_or(first))
+    }
+
     /// The pod with UID `uid` (either case; a static pod also by its config hash).
     pub fn by_uid(&self, uid: &str) -> Option<&PodMeta> {
         let i = match self.by_uid.get(uid) {

@@ -180,6 +180,11 @@ struct CachedIdentity {
     pod_cgroup: Option<crate::kube::cgroup::PodCgroup>,
     /// The inference-server endpoint found for it, whose usage carries its pod.
     endpoint: Option<String>,
+    /// Whether its cgroup could be read (a process whose cgroup is unreadable may be
+    /// tagged by the kubelet's device assignment instead).
+    cgroup_known: bool,
+    /// What the kubelet's device assignment said of it, once (for `check` and the log).
+    assignment_note: Option<String>,
 }
 
 /// A process's identity with its pod, as attribution uses it.
@@ -433,33 +438,36 @@ impl<R: GpuReader> Sampler<R> {
     fn learn(&mut self, pid: u32) {
         // The process and its ancestors: vLLM's engine core and SGLang's schedulers
         // re-title themselves and carry their model on the parent's command line.
-        let (identity, cmdline, endpoint, pod_cgroup) = match self.procs.lineage(pid, 4) {
-            Ok(chain) => {
-                let id = self.identifier.identify_lineage(&chain);
-                let endpoint =
-                    crate::sources::server_metrics::default_endpoint_for_lineage(&id, &chain);
-                let cmdline = chain.first().map(|f| f.cmdline.clone()).unwrap_or_default();
-                let pod_cgroup = chain
-                    .first()
-                    .and_then(|f| f.cgroup.as_deref())
-                    .and_then(crate::kube::cgroup::pod_of_cgroup);
-                (id, cmdline, endpoint, pod_cgroup)
-            }
-            Err(e) => {
-                // Not readable (gone, or hidden by hidepid): still attributed, by pid.
-                tracing::debug!(pid, error = %e, "process facts unavailable");
-                (
-                    Identity {
-                        model: format!("unknown:pid{pid}"),
-                        server: "unknown".into(),
-                        rule: format!("process {pid} not readable: {e}"),
-                    },
-                    Vec::new(),
-                    None,
-                    None,
-                )
-            }
-        };
+        let (identity, cmdline, endpoint, pod_cgroup, cgroup_known) =
+            match self.procs.lineage(pid, 4) {
+                Ok(chain) => {
+                    let id = self.identifier.identify_lineage(&chain);
+                    let endpoint =
+                        crate::sources::server_metrics::default_endpoint_for_lineage(&id, &chain);
+                    let cmdline = chain.first().map(|f| f.cmdline.clone()).unwrap_or_default();
+                    let pod_cgroup = chain
+                        .first()
+                        .and_then(|f| f.cgroup.as_deref())
+                        .and_then(crate::kube::cgroup::pod_of_cgroup);
+                    let cgroup_known = chain.first().is_some_and(|f| f.cgroup.is_some());
+                    (id, cmdline, endpoint, pod_cgroup, cgroup_known)
+                }
+                Err(e) => {
+                    // Not readable (gone, or hidden by hidepid): still attributed, by pid.
+                    tracing::debug!(pid, error = %e, "process facts unavailable");
+                    (
+                        Identity {
+                            model: format!("unknown:pid{pid}"),
+                            server: "unknown".into(),
+                            rule: format!("process {pid} not readable: {e}"),
+                        },
+                        Vec::new(),
+                        None,
+                        None,
+                        false,
+                    )
+                }
+            };
         let endpoint = endpoint.filter(|_| self.cfg.server_metrics.discover);
         if let Some(url) = &endpoint {
             self.endpoints
@@ -474,8 +482,91 @@ impl<R: GpuReader> Sampler<R> {
                 cmdline,
                 pod_cgroup,
                 endpoint,
+                cgroup_known,
+                assignment_note: None,
             },
         );
+    }
+
+    /// Checks a process's pod against the kubelet's device assignment of its GPU
+    /// (PodResources), where the kubelet assigned that GPU to anyone:
+    /// - tagged by its cgroup with a pod the kubelet did not give the GPU: kept (the
+    ///   cgroup says where the process runs), counted in
+    ///   `inferwatt_agent_pod_gpu_mismatches_total` and logged once;
+    /// - its cgroup unreadable and the GPU held by one container only: tagged with it.
+    pub fn check_assignment(&mut self, gpu_uuid: &str, pid: u32, mut r: Resolved) -> Resolved {
+        let (devices, pods) = {
+            let v = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+            (v.devices.clone(), v.index.clone())
+        };
+        let Some(devices) = devices else { return r };
+        let holders = devices.holders(gpu_uuid);
+        if holders.is_empty() {
+            return r;
+        }
+        let Some(c) = self.identities.get_mut(&pid) else {
+            return r;
+        };
+        let note = match &r.pod {
+            Some(t) => {
+                if holders
+                    .iter()
+                    .any(|(ns, pod, _)| *ns == t.namespace && *pod == t.pod)
+                {
+                    None
+                } else {
+                    let held: Vec<String> = holders
+                        .iter()
+                        .map(|(ns, pod, ctr)| format!("{ns}/{pod}/{ctr}"))
+                        .collect();
+                    Some(format!(
+                        "GPU {gpu_uuid} is assigned by the kubelet to {}, not to this process's pod {}/{}",
+                        held.join(", "),
+                        t.namespace,
+                        t.pod
+                    ))
+                }
+            }
+            None if !c.cgroup_known && holders.len() == 1 => {
+                let (ns, pod, ctr) = &holders[0];
+                let meta = pods.as_ref().and_then(|i| i.by_name(ns, pod));
+                r.pod = Some(inferwatt_core::schema::PodTags {
+                    namespace: ns.clone(),
+                    pod: pod.clone(),
+                    container: ctr.clone(),
+                    workload: meta.map(|m| m.workload.name.clone()).unwrap_or_default(),
+                    workload_kind: meta.map(|m| m.workload.kind.clone()).unwrap_or_default(),
+                });
+                if c.assignment_note.is_none() {
+                    c.assignment_note = Some(format!(
+                        "cgroup unreadable: pod {ns}/{pod} from the kubelet's assignment of GPU {gpu_uuid}"
+                    ));
+                }
+                return r;
+            }
+            None => None,
+        };
+        if let Some(n) = note {
+            if c.assignment_note.as_deref() != Some(n.as_str()) {
+                tracing::warn!(pid, "{n}");
+                c.assignment_note = Some(n);
+                self.metrics
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .inc(
+                        "inferwatt_agent_pod_gpu_mismatches_total",
+                        "Processes whose pod (by cgroup) does not hold their GPU by the kubelet's assignment.",
+                        vec![("gpu_uuid", gpu_uuid.to_owned())],
+                        1.0,
+                    );
+            }
+        }
+        r
+    }
+
+    /// What the kubelet's device assignment said of a pid, if anything (for `check`).
+    pub fn assignment_note(&self, pid: u32) -> Option<&str> {
+        self.identities.get(&pid)?.assignment_note.as_deref()
     }
 
     /// The cmdline seen for a pid (for `check`).
@@ -551,6 +642,7 @@ impl<R: GpuReader> Sampler<R> {
             for p in &reading.processes {
                 live_pids.insert(p.pid);
                 let r = self.resolve(p.pid);
+                let r = self.check_assignment(&info.uuid, p.pid, r);
                 let key = ModelKey::new(r.identity.model, r.identity.server).in_pod(r.pod);
                 pid_rows.push((p.pid, info.uuid.clone(), key.clone()));
                 activity.push(ProcessActivity {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ const KSERVE: u32 = 4102;
 const SGLANG_OLD: u32 = 4103;
 const OUTSIDE: u32 = 4104;
 const SGLANG_NEW: u32 = 4105;
+/// A process whose cgroup cannot be read, on the GPU the kubelet gave the StatefulSet.
+const HIDDEN: u32 = 4106;
 
 /// Seconds into the scenario when the StatefulSet's pod dies, when the kubelet lists its
 /// replacement, and when the replacement's process appears on the GPU.
@@ -181,6 +183,33 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
         &["python3", "train.py"],
         "0::/user.slice/user-1000.slice/session-3.scope\n",
     );
+    proc_entry(&proc_root, HIDDEN, &["/opt/bin/custom-server"], "");
+    std::fs::remove_file(proc_root.join(HIDDEN.to_string()).join("cgroup")).expect("rm cgroup");
+
+    // The kubelet's PodResources: GPU_SHARED to the vLLM pod only (the KServe process
+    // on it is a mismatch), GPU_RESTART to the StatefulSet (time-sliced replica id).
+    let sock = root.join("pod-resources.sock");
+    let assignments = root.join("assignments.json");
+    std::fs::write(
+        &assignments,
+        json!([
+            {"namespace": "inference", "pod": "vllm-llama-8b-7d9f8b6c5d-x2k4p", "containers": [
+                {"name": "vllm", "devices": [{"resource_name": "nvidia.com/gpu", "device_ids": [GPU_SHARED]}]}]},
+            {"namespace": "inference", "pod": "sglang-qwen-0", "containers": [
+                {"name": "sglang", "devices": [{"resource_name": "nvidia.com/gpu", "device_ids": [format!("{GPU_RESTART}::1")]}]}]},
+        ])
+        .to_string(),
+    )
+    .expect("assignments");
+    let mut grpc = Command::new("python3");
+    grpc.arg(harness::repo_root().join("tests/e2e/podresources/server.py"))
+        .arg(&sock)
+        .arg(&assignments)
+        .stdout(Stdio::null());
+    let _pod_resources = harness::Proc::spawn("podresources", &mut grpc);
+    harness::wait_for("the PodResources socket", Duration::from_secs(30), || {
+        sock.exists().then_some(())
+    });
 
     let body: Arc<Mutex<&'static [u8]>> = Arc::new(Mutex::new(BEFORE));
     let port = start_kubelet(body.clone());
@@ -210,11 +239,13 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
                 gpu(GPU_RESTART,
                     json!([{"pid": SGLANG_OLD, "used_memory_bytes": 20 * gb, "start_s": 0.0, "end_s": DIES_S},
                            {"pid": SGLANG_NEW, "used_memory_bytes": 20 * gb, "start_s": RESTARTS_S},
-                           {"pid": OUTSIDE, "used_memory_bytes": 4 * gb, "start_s": 0.0}]),
+                           {"pid": OUTSIDE, "used_memory_bytes": 4 * gb, "start_s": 0.0},
+                           {"pid": HIDDEN, "used_memory_bytes": 2 * gb, "start_s": 0.0}]),
                     json!([{"start_s": 0.0, "end_s": 600.0, "procs": [
                         {"pid": SGLANG_OLD, "sm_util": 40.0, "weight": 1.0},
                         {"pid": SGLANG_NEW, "sm_util": 40.0, "weight": 1.0},
-                        {"pid": OUTSIDE, "sm_util": 10.0, "weight": 1.0}]}])),
+                        {"pid": OUTSIDE, "sm_util": 10.0, "weight": 1.0},
+                        {"pid": HIDDEN, "sm_util": 5.0, "weight": 1.0}]}])),
             ]
         })
     };
@@ -223,7 +254,9 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
          [sampling]\ninterval_s = 0.5\nsplit = \"sm_util\"\n\
          [server_metrics]\ndiscover = false\n\
          [host]\nrapl = false\nproc_root = \"{proc}\"\n\
-         [kubernetes]\npods_url = \"http://127.0.0.1:${{KUBELET_PORT}}/pods\"\ntoken_file = \"{token}\"\nrefresh_s = 1.0\n",
+         [kubernetes]\npods_url = \"http://127.0.0.1:${{KUBELET_PORT}}/pods\"\ntoken_file = \"{token}\"\nrefresh_s = 1.0\n\
+         pod_resources_socket = \"{sock}\"\n",
+        sock = sock.display(),
         proc = proc_root.display(),
         token = root.join("token").display(),
     );
@@ -241,6 +274,19 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
             && check.contains("pod: models/llama3-predictor-6b9c7d5f8-q7wzn container 'kserve-container', workload Deployment llama3-predictor"),
         "{check}"
     );
+    // The kubelet's assignment: read, a mismatch named, an unreadable cgroup resolved.
+    assert!(
+        check.contains("the kubelet's GPU assignment read (PodResources)"),
+        "{check}"
+    );
+    assert!(
+        check.contains(&format!("kubelet: GPU {GPU_SHARED} is assigned by the kubelet to inference/vllm-llama-8b-7d9f8b6c5d-x2k4p/vllm, not to this process's pod models/llama3-predictor-6b9c7d5f8-q7wzn")),
+        "{check}"
+    );
+    assert!(
+        check.contains(&format!("kubelet: cgroup unreadable: pod inference/sglang-qwen-0 from the kubelet's assignment of GPU {GPU_RESTART}")),
+        "{check}"
+    );
     // A wrong token is an error that says what to grant, and tags nothing.
     std::fs::write(root.join("token"), "stale\n").expect("token");
     let denied = agent_check(&agent, port);
@@ -248,7 +294,13 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
         denied.contains("cannot read the pod list") && denied.contains("401"),
         "{denied}"
     );
-    assert!(!denied.contains("pod: "), "{denied}");
+    // Only the kubelet's device assignment (its socket needs no token) still tags the
+    // process whose cgroup is unreadable; no cgroup's pod is found without the list.
+    assert_eq!(denied.matches("pod: ").count(), 1, "{denied}");
+    assert!(
+        denied.contains("pod: inference/sglang-qwen-0 container 'sglang'"),
+        "{denied}"
+    );
     std::fs::write(root.join("token"), format!("{TOKEN}\n")).expect("token");
 
     // The run's own scenario clock starts now.
@@ -301,6 +353,15 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
                 "sglang-qwen",
                 "StatefulSet",
             ),
+            // Tagged from the kubelet's assignment: its cgroup is unreadable, and the
+            // StatefulSet's container is the GPU's only holder.
+            "unknown:custom-server" => want(
+                "inference",
+                "sglang-qwen-0",
+                "sglang",
+                "sglang-qwen",
+                "StatefulSet",
+            ),
             m if m.starts_with("unknown:") || m.starts_with('_') => BTreeMap::new(),
             other => panic!("unexpected model '{other}': {p:?}"),
         };
@@ -320,6 +381,7 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
     for m in [
         "meta-llama/Llama-3.1-8B-Instruct",
         "llama3",
+        "unknown:custom-server",
         "Qwen/Qwen2.5-7B-Instruct",
         "qwen after the restart",
     ] {

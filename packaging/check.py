@@ -350,6 +350,14 @@ def check_kubernetes(agent_binary):
             if r.get("resources") != ["pods"] or sorted(r.get("verbs", [])) != ["get", "list"] \
                     or r.get("apiGroups") != [""]:
                 problem(where, f"service account '{sa}' may do more than get/list pods: {r}")
+        socket = cfg.get("kubernetes", {}).get("pod_resources_socket")
+        if socket:
+            mounts = [m for m in c.get("volumeMounts", [])
+                      if socket.startswith(m["mountPath"].rstrip("/") + "/")]
+            if not mounts:
+                problem(where, f"pod_resources_socket '{socket}' is on no volume of the agent container")
+            elif not all(m.get("readOnly") for m in mounts):
+                problem(where, f"the volume holding '{socket}' must be mounted readOnly")
         # Exit 2 = the config is rejected; 3 = accepted, then NVML missing (as here).
         agent = subprocess.run([agent_binary, "check", "--config", str(out)], capture_output=True, text=True,
                                env={**os.environ, "INFERWATT_NVML_LIB": str(Path(tmp) / "no-libnvidia-ml.so.1")})

@@ -15,6 +15,7 @@ pub mod factors;
 pub mod footprint;
 pub mod gpu_time;
 pub mod lineproto;
+pub mod otlp;
 pub mod schema;
 pub mod time;
 pub mod units;

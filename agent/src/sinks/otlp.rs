@@ -15,12 +15,14 @@
 //! `k8s.container.name`, `k8s.<kind>.name`) beside `host.name`, `inferwatt.site` and
 //! `service.name`; series off Kubernetes share the host's resource.
 //!
-//! The protobuf messages are written by hand ([`pb`]): the few fields OTLP metrics need,
-//! checked against a real receiver in `tests/e2e/tests/otlp.rs`.
+//! The protobuf messages are written by hand (`inferwatt_core::otlp::pb`): the few fields
+//! OTLP metrics need, checked against a real receiver in `tests/e2e/tests/otlp.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
 use std::time::Duration;
+
+use inferwatt_core::otlp::{self, resource_attributes, DataPoint, Metric, Resources, Temporality};
 
 use super::prometheus::SharedMetrics;
 use crate::config::OtlpConfig;
@@ -154,130 +156,62 @@ fn point_attribute(label: &str) -> Option<&'static str> {
     })
 }
 
-/// The resource attributes of a series: the host's, then its pod's (k8s semantic
-/// conventions; the workload as `k8s.<kind>.name` where the convention has the kind).
+/// The resource attributes of a series: the host's, then its pod's (shared with line
+/// protocol shipped as OTLP: `inferwatt_core::otlp::resource_attributes`).
 fn resource_of(host: &str, labels: &[(&'static str, String)]) -> Vec<(String, String)> {
-    let get = |k: &str| {
+    resource_attributes("inferwatt-agent", |k| {
+        if k == "host" {
+            return Some(host);
+        }
         labels
             .iter()
             .find(|(l, _)| *l == k)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
-    };
-    let mut out = vec![
-        ("service.name".to_owned(), "inferwatt-agent".to_owned()),
-        ("host.name".to_owned(), host.to_owned()),
-    ];
-    if let Some(site) = get("site") {
-        out.push(("inferwatt.site".to_owned(), site.to_owned()));
-    }
-    for (label, attr) in [
-        ("namespace", "k8s.namespace.name"),
-        ("pod", "k8s.pod.name"),
-        ("container", "k8s.container.name"),
-    ] {
-        if let Some(v) = get(label) {
-            out.push((attr.to_owned(), v.to_owned()));
-        }
-    }
-    if let (Some(kind), Some(name)) = (get("workload_kind"), get("workload")) {
-        let conv = match kind {
-            "Deployment" => Some("k8s.deployment.name"),
-            "StatefulSet" => Some("k8s.statefulset.name"),
-            "DaemonSet" => Some("k8s.daemonset.name"),
-            "Job" => Some("k8s.job.name"),
-            "CronJob" => Some("k8s.cronjob.name"),
-            "ReplicaSet" => Some("k8s.replicaset.name"),
-            _ => None,
-        };
-        if let Some(attr) = conv {
-            out.push((attr.to_owned(), name.to_owned()));
-        }
-        out.push(("inferwatt.workload".to_owned(), name.to_owned()));
-        out.push(("inferwatt.workload_kind".to_owned(), kind.to_owned()));
-    }
-    out
+    })
 }
-
-/// One data point: its attributes and value.
-type DataPoint = (Vec<(String, String)>, f64);
 
 /// The `ExportMetricsServiceRequest` of the metrics as they stand: every [`EXPORTS`]
 /// family's series, grouped into one resource per distinct resource attribute set.
 /// `start_ns` is when the sums started (the agent's start); `now_ns` the points' time.
 pub fn encode_request(metrics: &SharedMetrics, host: &str, start_ns: u64, now_ns: u64) -> Vec<u8> {
-    // resource → metric name → (export, points)
-    type Metrics = BTreeMap<&'static str, (Export, Vec<DataPoint>)>;
-    let mut resources: BTreeMap<Vec<(String, String)>, Metrics> = BTreeMap::new();
+    let mut resources: Resources = BTreeMap::new();
     {
         let m = metrics.lock().unwrap_or_else(PoisonError::into_inner);
         for e in EXPORTS {
             for (labels, value) in m.series(e.prometheus) {
-                let resource = resource_of(host, &labels);
-                let mut attrs: Vec<(String, String)> = e
+                let mut attributes: Vec<(String, String)> = e
                     .fixed
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect();
                 for (k, v) in &labels {
                     if let Some(a) = point_attribute(k) {
-                        attrs.push((a.to_owned(), v.clone()));
+                        attributes.push((a.to_owned(), v.clone()));
                     }
                 }
                 resources
-                    .entry(resource)
+                    .entry(resource_of(host, &labels))
                     .or_default()
                     .entry(e.name)
-                    .or_insert_with(|| (*e, Vec::new()))
-                    .1
-                    .push((attrs, value * e.scale));
+                    .or_insert_with(|| Metric {
+                        name: e.name,
+                        description: e.description,
+                        unit: e.unit,
+                        sum: e.sum.then_some(Temporality::Cumulative),
+                        points: Vec::new(),
+                    })
+                    .points
+                    .push(DataPoint {
+                        attributes,
+                        start_ns,
+                        time_ns: now_ns,
+                        value: value * e.scale,
+                    });
             }
         }
     }
-    let mut req = Vec::new();
-    for (resource, metrics) in &resources {
-        let mut rm = Vec::new();
-        let mut res = Vec::new();
-        for (k, v) in resource {
-            pb::message(&mut res, 1, &pb::key_value(k, v));
-        }
-        pb::message(&mut rm, 1, &res);
-        let mut sm = Vec::new();
-        let mut scope = Vec::new();
-        pb::string(&mut scope, 1, "inferwatt-agent");
-        pb::string(&mut scope, 2, env!("CARGO_PKG_VERSION"));
-        pb::message(&mut sm, 1, &scope);
-        for (name, (e, points)) in metrics {
-            let mut metric = Vec::new();
-            pb::string(&mut metric, 1, name);
-            pb::string(&mut metric, 2, e.description);
-            pb::string(&mut metric, 3, e.unit);
-            let mut data = Vec::new();
-            for (attrs, value) in points {
-                let mut dp = Vec::new();
-                if e.sum {
-                    pb::fixed64(&mut dp, 2, start_ns);
-                }
-                pb::fixed64(&mut dp, 3, now_ns);
-                pb::double(&mut dp, 4, *value);
-                for (k, v) in attrs {
-                    pb::message(&mut dp, 7, &pb::key_value(k, v));
-                }
-                pb::message(&mut data, 1, &dp);
-            }
-            if e.sum {
-                pb::varint_field(&mut data, 2, 2); // AGGREGATION_TEMPORALITY_CUMULATIVE
-                pb::varint_field(&mut data, 3, 1); // is_monotonic
-                pb::message(&mut metric, 7, &data);
-            } else {
-                pb::message(&mut metric, 5, &data);
-            }
-            pb::message(&mut sm, 2, &metric);
-        }
-        pb::message(&mut rm, 2, &sm);
-        pb::message(&mut req, 1, &rm);
-    }
-    req
+    otlp::encode_request(&resources, "inferwatt-agent", env!("CARGO_PKG_VERSION"))
 }
 
 /// Pushes the metrics every `interval_s` until `stop`, then once more, so the last
@@ -359,88 +293,10 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The protobuf wire format, as far as OTLP metrics need it: varints, 64-bit fixed
-/// values and length-delimited fields (strings and embedded messages).
-pub mod pb {
-    /// Appends `v` as a base-128 varint.
-    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    fn key(out: &mut Vec<u8>, field: u32, wire_type: u8) {
-        varint(out, (u64::from(field) << 3) | u64::from(wire_type));
-    }
-
-    /// A varint field (wire type 0).
-    pub fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-        key(out, field, 0);
-        varint(out, v);
-    }
-
-    /// A `fixed64` field (wire type 1).
-    pub fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
-        key(out, field, 1);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-
-    /// A `double` field (wire type 1).
-    pub fn double(out: &mut Vec<u8>, field: u32, v: f64) {
-        fixed64(out, field, v.to_bits());
-    }
-
-    /// A length-delimited field holding `bytes` (wire type 2): an embedded message.
-    pub fn message(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-        key(out, field, 2);
-        varint(out, bytes.len() as u64);
-        out.extend_from_slice(bytes);
-    }
-
-    /// A string field.
-    pub fn string(out: &mut Vec<u8>, field: u32, s: &str) {
-        message(out, field, s.as_bytes());
-    }
-
-    /// A `KeyValue` with a string `AnyValue`.
-    pub fn key_value(k: &str, v: &str) -> Vec<u8> {
-        let mut any = Vec::new();
-        string(&mut any, 1, v);
-        let mut kv = Vec::new();
-        string(&mut kv, 1, k);
-        message(&mut kv, 2, &any);
-        kv
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sinks::prometheus::Metrics;
-
-    #[test]
-    fn varints_and_fields_are_the_protobuf_encoding() {
-        let mut v = Vec::new();
-        pb::varint(&mut v, 300);
-        assert_eq!(v, [0xac, 0x02]);
-        let mut v = Vec::new();
-        pb::varint(&mut v, u64::MAX);
-        assert_eq!(v.len(), 10);
-        // KeyValue{key:"a", value:AnyValue{string_value:"b"}}
-        assert_eq!(
-            pb::key_value("a", "b"),
-            [0x0a, 0x01, b'a', 0x12, 0x03, 0x0a, 0x01, b'b']
-        );
-        let mut v = Vec::new();
-        pb::double(&mut v, 4, 1.5);
-        assert_eq!(v[0], 0x21);
-        assert_eq!(&v[1..], 1.5f64.to_bits().to_le_bytes());
-        let mut v = Vec::new();
-        pb::fixed64(&mut v, 3, 7);
-        assert_eq!(v, [0x19, 7, 0, 0, 0, 0, 0, 0, 0]);
-    }
 
     #[test]
     fn one_resource_per_pod_and_semantic_names_for_gpus() {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::config::ShipConfig;
+use crate::config::{ShipConfig, WireFormat};
 
 /// Why the HTTP client cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,9 @@ pub struct WriteClient {
     url: reqwest::Url,
     token: Option<String>,
     gzip: bool,
+    format: WireFormat,
+    /// OTLP: the cumulative totals of what the server accepted, per series.
+    totals: std::sync::Arc<std::sync::Mutex<inferwatt_core::otlp::Totals>>,
 }
 
 impl WriteClient {
@@ -58,13 +61,21 @@ impl WriteClient {
             url: cfg.url.clone(),
             reason,
         };
-        let mut url =
-            reqwest::Url::parse(&format!("{}/api/v2/write", cfg.url.trim_end_matches('/')))
-                .map_err(|e| build_err(e.to_string()))?;
-        url.query_pairs_mut()
-            .append_pair("org", &cfg.org)
-            .append_pair("bucket", &cfg.bucket)
-            .append_pair("precision", "ns");
+        let url = match cfg.format {
+            WireFormat::LineProtocol => {
+                let mut url =
+                    reqwest::Url::parse(&format!("{}/api/v2/write", cfg.url.trim_end_matches('/')))
+                        .map_err(|e| build_err(e.to_string()))?;
+                url.query_pairs_mut()
+                    .append_pair("org", &cfg.org)
+                    .append_pair("bucket", &cfg.bucket)
+                    .append_pair("precision", "ns");
+                url
+            }
+            WireFormat::Otlp => {
+                reqwest::Url::parse(&cfg.url).map_err(|e| build_err(e.to_string()))?
+            }
+        };
         let timeout = Duration::from_secs_f64(cfg.timeout_s);
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
@@ -104,6 +115,8 @@ impl WriteClient {
             url,
             token: cfg.token.clone(),
             gzip: cfg.gzip,
+            format: cfg.format,
+            totals: Default::default(),
         })
     }
 
@@ -112,14 +125,56 @@ impl WriteClient {
         &self.url
     }
 
-    /// Sends one line-protocol body and classifies the answer.
+    /// Sends one line-protocol body and classifies the answer. With `format = "otlp"`,
+    /// the body's intervals become cumulative sums continuing the totals of what this
+    /// client sent before (since it started, per series: `inferwatt_core::otlp::Totals`),
+    /// kept only once the server accepts the batch.
     pub async fn write(&self, body: &[u8]) -> Outcome {
+        let otlp;
+        let mut next_totals = None;
+        let (body, content_type, scheme) = match self.format {
+            WireFormat::LineProtocol => (body, "text/plain; charset=utf-8", "Token"),
+            WireFormat::Otlp => {
+                let points = match inferwatt_core::lineproto::decode(
+                    body,
+                    inferwatt_core::lineproto::Precision::Nanoseconds,
+                    0,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Outcome::Rejected {
+                            status: 0,
+                            message: format!("not line protocol, so not sent as OTLP: {e}"),
+                        }
+                    }
+                };
+                let mut resources = inferwatt_core::otlp::intervals(&points, "inferwatt");
+                let (next, dropped) = self
+                    .totals
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .cumulate(&mut resources);
+                if dropped > 0 {
+                    tracing::info!(
+                        points = dropped,
+                        "OTLP: intervals that end no later than the last one sent for their series are not sent again (re-sends, or older data a cumulative series cannot take)"
+                    );
+                }
+                next_totals = Some(next);
+                otlp = inferwatt_core::otlp::encode_request(
+                    &resources,
+                    "inferwatt",
+                    env!("CARGO_PKG_VERSION"),
+                );
+                (otlp.as_slice(), "application/x-protobuf", "Bearer")
+            }
+        };
         let mut req = self
             .http
             .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            .header(reqwest::header::CONTENT_TYPE, content_type);
         if let Some(token) = &self.token {
-            req = req.header(reqwest::header::AUTHORIZATION, format!("Token {token}"));
+            req = req.header(reqwest::header::AUTHORIZATION, format!("{scheme} {token}"));
         }
         let body = if self.gzip {
             let mut gz = flate2::write::GzEncoder::new(
@@ -152,6 +207,12 @@ impl WriteClient {
         };
         let status = resp.status();
         if status.is_success() {
+            if let Some(next) = next_totals {
+                *self
+                    .totals
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+            }
             return Outcome::Committed;
         }
         let retry_after = resp

@@ -23,8 +23,15 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShipConfig {
-    /// Base URL of the server, e.g. `http://collector.example:8086`; `/api/v2/write` is appended.
+    /// Base URL of the server, e.g. `http://collector.example:8086`; `/api/v2/write` is
+    /// appended. With `format = "otlp"`, the full OTLP metrics URL, used as given
+    /// (`http://otel-collector:4318/v1/metrics`, VictoriaMetrics'
+    /// `http://vm:8428/opentelemetry/v1/metrics`).
     pub url: String,
+    /// What is sent: `lineprotocol` (InfluxDB v2 write API, the default) or `otlp`
+    /// (OTLP/HTTP protobuf, each interval as delta sums: `inferwatt_core::otlp`).
+    #[serde(default)]
+    pub format: WireFormat,
     /// API token sent as `Authorization: Token <token>` (none: no header).
     #[serde(default)]
     pub token: Option<String>,
@@ -103,6 +110,17 @@ fn default_shutdown_flush_s() -> f64 {
     2.0
 }
 
+/// What a shipper sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// InfluxDB line protocol to `<url>/api/v2/write`.
+    #[default]
+    LineProtocol,
+    /// OTLP/HTTP protobuf to `<url>`.
+    Otlp,
+}
+
 /// Smallest accepted `spool_max_bytes`: a few intervals of a large host.
 pub const MIN_SPOOL_BYTES: u64 = 4096;
 
@@ -123,6 +141,7 @@ impl ShipConfig {
             gzip: default_gzip(),
             ca_file: None,
             insecure_skip_verify: false,
+            format: WireFormat::LineProtocol,
             spool_dir: spool_dir.into(),
             spool_max_bytes: default_spool_max_bytes(),
             backoff_min_s: default_backoff_min_s(),

@@ -17,7 +17,7 @@ pub mod spool;
 pub mod window;
 
 pub use client::{ClientError, Outcome, WriteClient};
-pub use config::{ConfigError, ShipConfig};
+pub use config::{ConfigError, ShipConfig, WireFormat};
 pub use fold::{fold_points, ADDITIVE_FIELDS, FOLDED_POINTS_FIELD};
 pub use shipper::{ShipHandle, ShipStats, Shipper, DEAD_LETTER_FILE};
 pub use spool::SpoolError;

@@ -344,6 +344,9 @@ retention_interval_s = 3600
 # [forward]
 # url = "http://victoria.example:8428"
 # spool_dir = "/var/lib/inferwatt-collector/forward"
+# Or OTLP/HTTP (cumulative sums of the intervals; url used as given):
+# format = "otlp"
+# url = "http://otel-collector:4318/v1/metrics"
 "#;
 
 impl Config {

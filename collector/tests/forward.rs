@@ -105,21 +105,13 @@ async fn exported(http: &reqwest::Client, base: &str) -> Series {
     out
 }
 
-#[tokio::test]
-async fn every_accepted_point_reaches_victoriametrics() {
-    assert!(
-        Path::new(VM_BIN).exists(),
-        "{VM_BIN} is missing: install victoria-metrics (the test needs a real one)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A VictoriaMetrics from `bin` on a free port, data under `dir`, and its base URL.
+fn start_vm(bin: &Path, dir: &Path) -> (Guard, String) {
     let vm_port = free_port();
-    let _vm = Guard(
-        Command::new(VM_BIN)
+    let vm = Guard(
+        Command::new(bin)
             .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("vm").display()
-            ))
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
             .arg("-search.latencyOffset=0s")
             .arg("-retentionPeriod=100y")
             .arg("-loggerLevel=ERROR")
@@ -127,20 +119,24 @@ async fn every_accepted_point_reaches_victoriametrics() {
             .spawn()
             .expect("start victoria-metrics"),
     );
-    let vm = format!("http://127.0.0.1:{vm_port}");
+    (vm, format!("http://127.0.0.1:{vm_port}"))
+}
+
+/// The collector (`serve`, no auth) with the `[forward]` keys `forward`, and its base URL.
+fn start_collector(dir: &Path, forward: &str) -> (Guard, String) {
     let port = free_port();
-    let config = dir.path().join("collector.toml");
+    let config = dir.join("collector.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nauth = \"none\"\ndb_path = {:?}\n\
-             [forward]\nurl = \"{vm}\"\nspool_dir = {:?}\nflush_interval_s = 0.1\nbackoff_min_s = 0.05\nbackoff_max_s = 0.5\n",
-            dir.path().join("c.db").display().to_string(),
-            dir.path().join("spool").display().to_string(),
+             [forward]\n{forward}\nspool_dir = {:?}\nflush_interval_s = 0.1\nbackoff_min_s = 0.05\nbackoff_max_s = 0.5\n",
+            dir.join("c.db").display().to_string(),
+            dir.join("spool").display().to_string(),
         ),
     )
     .expect("config");
-    let _collector = Guard(
+    let collector = Guard(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
@@ -149,11 +145,11 @@ async fn every_accepted_point_reaches_victoriametrics() {
             .spawn()
             .expect("start collector"),
     );
-    let http = reqwest::Client::new();
-    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
+    (collector, format!("http://127.0.0.1:{port}"))
+}
 
+/// Twenty 1-s intervals of one GPU, its model and the model's usage, ten minutes ago.
+fn batches() -> Vec<Vec<Point>> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -208,7 +204,13 @@ async fn every_accepted_point_reaches_victoriametrics() {
             .to_point(&o),
         ]);
     }
-    for batch in &batches {
+    batches
+}
+
+/// Writes every batch to the collector, then the first one again (stored once, so
+/// forwarded once).
+async fn post_all(http: &reqwest::Client, base: &str, batches: &[Vec<Point>]) {
+    for batch in batches.iter().chain(batches.first()) {
         let body: String = batch
             .iter()
             .map(|p| p.to_line().expect("encode") + "\n")
@@ -221,16 +223,22 @@ async fn every_accepted_point_reaches_victoriametrics() {
             .expect("write");
         assert_eq!(resp.status().as_u16(), 204);
     }
-    // A re-sent batch is stored once here and still arrives once there.
-    let again: String = batches[0]
-        .iter()
-        .map(|p| p.to_line().expect("encode") + "\n")
-        .collect();
-    http.post(format!("{base}/api/v2/write"))
-        .body(again)
-        .send()
-        .await
-        .expect("re-send");
+}
+
+#[tokio::test]
+async fn every_accepted_point_reaches_victoriametrics() {
+    assert!(
+        Path::new(VM_BIN).exists(),
+        "{VM_BIN} is missing: install victoria-metrics (the test needs a real one)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_vm, vm) = start_vm(Path::new(VM_BIN), dir.path());
+    let (_collector, base) = start_collector(dir.path(), &format!("url = \"{vm}\""));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
+    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
+    let batches = batches();
+    post_all(&http, &base, &batches).await;
 
     let all: Vec<Point> = batches.into_iter().flatten().collect();
     let want = expected(&all);
@@ -255,4 +263,119 @@ async fn every_accepted_point_reaches_victoriametrics() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Debian trixie's VictoriaMetrics (OTLP ingest), unpacked by
+/// `scripts/fetch-trixie-victoria-metrics.sh target/trixie-vm` (`.ci/run` runs it).
+fn vm_with_otlp() -> std::path::PathBuf {
+    let path = std::env::var_os("INFERWATT_VM_OTLP_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/trixie-vm/usr/bin/victoria-metrics")
+        });
+    assert!(
+        path.exists(),
+        "no VictoriaMetrics with OTLP at {}: run scripts/fetch-trixie-victoria-metrics.sh target/trixie-vm (as .ci/run does) or set INFERWATT_VM_OTLP_BIN",
+        path.display()
+    );
+    path
+}
+
+/// The last value of metric `name` per value of label `by`, summed over its other
+/// series (the cumulative totals).
+async fn sums(http: &reqwest::Client, vm: &str, name: &str, by: &str) -> BTreeMap<String, f64> {
+    let _ = http.get(format!("{vm}/internal/force_flush")).send().await;
+    let mut out = BTreeMap::new();
+    for ((n, labels), samples) in exported(http, vm).await {
+        if n == name {
+            let key = labels
+                .iter()
+                .find(|(k, _)| k == by)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            *out.entry(key).or_default() += samples.values().last().copied().unwrap_or(0.0);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn forwarded_as_otlp_every_interval_arrives_once_in_the_cumulative_sums() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_vm, vm) = start_vm(&vm_with_otlp(), dir.path());
+    let (_collector, base) = start_collector(
+        dir.path(),
+        &format!("format = \"otlp\"\nurl = \"{vm}/opentelemetry/v1/metrics\""),
+    );
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
+    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
+    let batches = batches();
+    post_all(&http, &base, &batches).await;
+
+    let all: Vec<Point> = batches.into_iter().flatten().collect();
+    let total = |m: &str, fields: &[&str]| -> f64 {
+        all.iter()
+            .filter(|p| p.measurement == m)
+            .flat_map(|p| {
+                fields
+                    .iter()
+                    .map(|f| p.field_f64(f).unwrap_or(0.0))
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    let want = [
+        ("hw.energy", "hw.id", "GPU-1", total("gpu", &["energy_j"])),
+        (
+            "inferwatt.model.energy",
+            "inferwatt.model",
+            "m",
+            total("model_energy", &["active_j", "idle_j", "host_j"]),
+        ),
+        (
+            "inferwatt.model.requests",
+            "inferwatt.model",
+            "m",
+            total("model_usage", &["requests"]),
+        ),
+    ];
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let mut ok = true;
+        let mut seen = Vec::new();
+        for (name, by, key, value) in want {
+            let got = sums(&http, &vm, name, by)
+                .await
+                .get(key)
+                .copied()
+                .unwrap_or(0.0);
+            ok &= (got - value).abs() <= 1e-9 * value;
+            seen.push((name, got, value));
+        }
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "OTLP read back vs sent: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The resource: host and site as OTLP resource attributes.
+    let labels: Vec<Vec<(String, String)>> = exported(&http, &vm)
+        .await
+        .into_iter()
+        .filter(|((n, _), _)| n == "hw.energy")
+        .map(|((_, l), _)| l)
+        .collect();
+    assert!(
+        labels
+            .iter()
+            .all(|l| l.contains(&("host.name".into(), "h1".into()))
+                && l.contains(&("inferwatt.site".into(), "s1".into()))
+                && l.contains(&("hw.type".into(), "gpu".into()))),
+        "{labels:?}"
+    );
 }

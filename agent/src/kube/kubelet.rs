@@ -41,6 +41,10 @@ pub struct PodMeta {
     pub qos_class: Option<String>,
     /// `spec.nodeName`.
     pub node_name: Option<String>,
+    /// `status.podIP`: where the pod's servers listen, unless it uses the host's network.
+    pub pod_ip: Option<String>,
+    /// `spec.hostNetwork`: the pod's servers listen on the node's own addresses.
+    pub host_network: bool,
 }
 
 impl PodMeta {
@@ -426,6 +430,8 @@ struct RawMeta {
 struct RawSpec {
     #[serde(default)]
     node_name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    host_network: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -435,6 +441,8 @@ struct RawStatus {
     phase: Option<String>,
     #[serde(default)]
     qos_class: Option<String>,
+    #[serde(default, rename = "podIP")]
+    pod_ip: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     container_statuses: Vec<RawContainerStatus>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -483,6 +491,8 @@ impl RawPod {
             phase: s.phase,
             qos_class: s.qos_class,
             node_name: self.spec.node_name,
+            pod_ip: s.pod_ip.filter(|ip| !ip.is_empty()),
+            host_network: self.spec.host_network,
         }
     }
 }
@@ -547,6 +557,8 @@ mod tests {
         assert_eq!(pod.qos_class.as_deref(), Some("Guaranteed"));
         assert_eq!(pod.phase.as_deref(), Some("Running"));
         assert_eq!(pod.node_name.as_deref(), Some("gpu-node-a"));
+        assert_eq!(pod.pod_ip.as_deref(), Some("10.244.3.17"));
+        assert!(!pod.host_network);
         assert_eq!(
             pod.containers,
             vec![ContainerMeta {

@@ -446,6 +446,8 @@ mod tests {
             phase: Some("Running".into()),
             qos_class: None,
             node_name: None,
+            pod_ip: None,
+            host_network: false,
         }
     }
 

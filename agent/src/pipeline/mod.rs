@@ -419,13 +419,41 @@ impl<R: GpuReader> Sampler<R> {
                 };
             }
         }
-        if let Some(url) = &c.endpoint {
+        // The server's endpoint: in the pod's own network namespace its loopback is not
+        // the agent's, so a loopback address becomes the pod's IP.
+        let endpoint = c.endpoint.clone().map(|url| {
+            let rewritten = pod
+                .pod_ip
+                .as_deref()
+                .filter(|_| !pod.host_network)
+                .and_then(|ip| crate::sources::server_metrics::on_host(&url, ip));
+            (url, rewritten)
+        });
+        if let Some((url, rewritten)) = endpoint {
+            let url = match rewritten {
+                Some(new) if new != url => {
+                    let mut eps = self
+                        .endpoints
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if let Some(server) = eps.remove(&url) {
+                        tracing::info!(%url, to = %new, pod = %tags.pod, "scraping the server at its pod's address");
+                        eps.insert(new.clone(), server);
+                    }
+                    drop(eps);
+                    if let Some(c) = self.identities.get_mut(&pid) {
+                        c.endpoint = Some(new.clone());
+                    }
+                    new
+                }
+                _ => url,
+            };
             let mut eps = self
                 .endpoint_pods
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if eps.get(url) != Some(&tags) {
-                eps.insert(url.clone(), tags.clone());
+            if eps.get(&url) != Some(&tags) {
+                eps.insert(url, tags.clone());
             }
         }
         Resolved {

@@ -579,6 +579,30 @@ fn endpoint_with_env(
     Some(url)
 }
 
+/// `url` with a loopback host (`127.0.0.1`, `localhost`, `[::1]`) replaced by `host` (a
+/// pod's IP; IPv6 bracketed); `None` when the URL's host is not loopback (a server told
+/// to listen on a given address is scraped there).
+pub fn on_host(url: &str, host: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (h, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if !matches!(h, "127.0.0.1" | "localhost" | "[::1]") {
+        return None;
+    }
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Some(match port {
+        Some(p) => format!("http://{host}:{p}{path}"),
+        None => format!("http://{host}{path}"),
+    })
+}
+
 fn port_of(args: &[String], names: &[&str]) -> Option<u16> {
     flag_value(args, names).and_then(|p| p.parse().ok())
 }
@@ -586,6 +610,20 @@ fn port_of(args: &[String], names: &[&str]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_endpoint_moves_to_the_pods_address_and_others_stay() {
+        assert_eq!(
+            on_host("http://127.0.0.1:8000/metrics", "10.244.3.17").as_deref(),
+            Some("http://10.244.3.17:8000/metrics")
+        );
+        assert_eq!(
+            on_host("http://localhost:8080/metrics#model=m", "fd00::5").as_deref(),
+            Some("http://[fd00::5]:8080/metrics#model=m")
+        );
+        assert_eq!(on_host("http://10.0.0.9:8000/metrics", "10.244.3.17"), None);
+        assert_eq!(on_host("https://127.0.0.1:8000/metrics", "10.1.1.1"), None);
+    }
 
     #[test]
     fn fragment_round_trip() {

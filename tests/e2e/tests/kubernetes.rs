@@ -25,9 +25,23 @@ const TOKEN: &str = "node-agent-token";
 const GPU_SHARED: &str = "GPU-d0000000-0000-4000-8000-000000000001";
 const GPU_RESTART: &str = "GPU-d0000000-0000-4000-8000-000000000002";
 
-const BEFORE: &[u8] = include_bytes!("../../../agent/src/kube/testdata/kubelet-pods.json");
-const AFTER: &[u8] =
-    include_bytes!("../../../agent/src/kube/testdata/kubelet-pods-after-restart.json");
+const BEFORE: &str = include_str!("../../../agent/src/kube/testdata/kubelet-pods.json");
+const AFTER: &str =
+    include_str!("../../../agent/src/kube/testdata/kubelet-pods-after-restart.json");
+/// The vLLM pod's IP in the test: another loopback address, where its server listens.
+const VLLM_POD_IP: &str = "127.0.0.2";
+
+/// A pod list with the vLLM pod at [`VLLM_POD_IP`] (the fixtures' addresses are a
+/// cluster's, unreachable here).
+fn with_vllm_ip(list: &str) -> &'static [u8] {
+    let mut v: Value = serde_json::from_str(list).expect("fixture");
+    for pod in v["items"].as_array_mut().expect("items") {
+        if pod["metadata"]["name"] == "vllm-llama-8b-7d9f8b6c5d-x2k4p" {
+            pod["status"]["podIP"] = json!(VLLM_POD_IP);
+        }
+    }
+    Box::leak(v.to_string().into_bytes().into_boxed_slice())
+}
 
 /// The pids of the fake node and what `/proc` says of them.
 const VLLM: u32 = 4101;
@@ -142,11 +156,33 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let proc_root = root.join("proc");
+    // The vLLM pod's server, at its pod IP (not the agent's loopback), counting requests.
+    let vllm_port = harness::free_port();
+    let mut server = Command::new(harness::bin("fake-inference-server"));
+    {
+        use std::os::unix::process::CommandExt as _;
+        server
+            .arg0("/usr/bin/python3")
+            .args([
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                "meta-llama/Llama-3.1-8B-Instruct",
+            ])
+            .args(["--port", &vllm_port.to_string()])
+            .env("FAKE_SERVER_HOST", VLLM_POD_IP)
+            .env(
+                "FAKE_SERVER_TRACE",
+                harness::shared_dir().join("data/traces/azure-llm-inference-2023-conv.csv"),
+            )
+            .env("FAKE_SERVER_SPEEDUP", "30");
+    }
+    let _vllm_server = harness::Proc::spawn("fake vLLM", &mut server);
     // systemd driver, containerd; cgroup v2.
     proc_entry(
         &proc_root,
         VLLM,
-        &["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "meta-llama/Llama-3.1-8B-Instruct"],
+        &["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--port", &vllm_port.to_string()],
         "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f4c2a4e_8c1b_4c55_9c2f_1f2e3d4c5b6a.slice/cri-containerd-ec8207a3dde607f7867f8f5390915018488b877761306ffd4ef099f9b3ee16a1.scope\n",
     );
     // cgroupfs driver, CRI-O; cgroup v1 (several controllers).
@@ -211,7 +247,7 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
         sock.exists().then_some(())
     });
 
-    let body: Arc<Mutex<&'static [u8]>> = Arc::new(Mutex::new(BEFORE));
+    let body: Arc<Mutex<&'static [u8]>> = Arc::new(Mutex::new(with_vllm_ip(BEFORE)));
     let port = start_kubelet(body.clone());
     std::fs::write(root.join("token"), format!("{TOKEN}\n")).expect("token");
 
@@ -252,7 +288,7 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
     let config = format!(
         "[site]\nname = \"fra1\"\nhost = \"gpu-node-a\"\ncountry = \"DE\"\nzone = \"DE\"\n\
          [sampling]\ninterval_s = 0.5\nsplit = \"sm_util\"\n\
-         [server_metrics]\ndiscover = false\n\
+         [server_metrics]\ninterval_s = 1.0\n\
          [host]\nrapl = false\nproc_root = \"{proc}\"\n\
          [kubernetes]\npods_url = \"http://127.0.0.1:${{KUBELET_PORT}}/pods\"\ntoken_file = \"{token}\"\nrefresh_s = 1.0\n\
          pod_resources_socket = \"{sock}\"\n",
@@ -314,7 +350,7 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
         Duration::from_millis((epoch + (s * 1000.0) as i64 - harness::now_unix_ms()).max(0) as u64)
     };
     std::thread::sleep(at(LISTED_S));
-    *body.lock().expect("body") = AFTER;
+    *body.lock().expect("body") = with_vllm_ip(AFTER);
     std::thread::sleep(at(RESTARTS_S + 4.0));
     run.signal("TERM");
 
@@ -394,6 +430,37 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
             && tags(p).is_empty()),
         "the process outside any pod keeps its energy, untagged: {seen:?}"
     );
+
+    // Usage: the vLLM pod's server was scraped at its pod IP, and its requests carry the
+    // pod, so a tenant's tokens meet its energy.
+    let usage: Vec<&Point> = points
+        .iter()
+        .filter(|p| {
+            p.measurement == "model_usage"
+                && p.tag_value("model") == Some("meta-llama/Llama-3.1-8B-Instruct")
+        })
+        .collect();
+    let requests: f64 = usage
+        .iter()
+        .map(|p| p.field_f64("requests").unwrap_or(0.0))
+        .sum();
+    assert!(
+        requests > 0.0,
+        "no requests from the server at the pod's IP: {usage:?}"
+    );
+    for p in &usage {
+        assert_eq!(
+            tags(p),
+            want(
+                "inference",
+                "vllm-llama-8b-7d9f8b6c5d-x2k4p",
+                "vllm",
+                "vllm-llama-8b",
+                "Deployment"
+            ),
+            "{p:?}"
+        );
+    }
 
     // The report by namespace adds up to the one by model.
     let db = root.join("c.db");

@@ -6,7 +6,9 @@
 //!
 //! Environment: `FAKE_SERVER_TRACE` (CSV path; none = counters stay at 0),
 //! `FAKE_SERVER_SPEEDUP` (trace seconds per real second, default 1),
-//! `FAKE_SERVER_KIND` (`vllm`, `tgi`, `sglang`; default from the command line).
+//! `FAKE_SERVER_KIND` (`vllm`, `tgi`, `sglang`; default from the command line),
+//! `FAKE_SERVER_HOST` (the address to listen on, default `127.0.0.1`: another loopback
+//! address stands for a pod's IP).
 //! The port and model come from the command line (`--port`, `--served-model-name`,
 //! `--model`, `--model-id`, `--model-path`, or `serve MODEL`). Without a port it only
 //! sleeps, as a GPU process with no metrics endpoint.
@@ -155,10 +157,11 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
     };
-    let listener = match TcpListener::bind(format!("127.0.0.1:{port}")) {
+    let host = std::env::var("FAKE_SERVER_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let listener = match TcpListener::bind(format!("{host}:{port}")) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("fake-inference-server: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("fake-inference-server: cannot listen on {host}:{port}: {e}");
             std::process::exit(2);
         }
     };

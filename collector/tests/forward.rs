@@ -225,6 +225,24 @@ async fn post_all(http: &reqwest::Client, base: &str, batches: &[Vec<Point>]) {
     }
 }
 
+/// VictoriaMetrics from `vm_bin`, the collector forwarding to it with the `[forward]`
+/// keys `forward(vm_url)`, and [`batches`] written to the collector (the first twice):
+/// the servers' guards, a client, VictoriaMetrics' URL and the batches.
+async fn forward_batches(
+    vm_bin: &Path,
+    dir: &Path,
+    forward: impl Fn(&str) -> String,
+) -> ((Guard, Guard), reqwest::Client, String, Vec<Vec<Point>>) {
+    let (vm_guard, vm) = start_vm(vm_bin, dir);
+    let (collector, base) = start_collector(dir, &forward(&vm));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
+    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
+    let batches = batches();
+    post_all(&http, &base, &batches).await;
+    ((vm_guard, collector), http, vm, batches)
+}
+
 #[tokio::test]
 async fn every_accepted_point_reaches_victoriametrics() {
     assert!(
@@ -232,13 +250,10 @@ async fn every_accepted_point_reaches_victoriametrics() {
         "{VM_BIN} is missing: install victoria-metrics (the test needs a real one)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_vm, vm) = start_vm(Path::new(VM_BIN), dir.path());
-    let (_collector, base) = start_collector(dir.path(), &format!("url = \"{vm}\""));
-    let http = reqwest::Client::new();
-    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
-    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
-    let batches = batches();
-    post_all(&http, &base, &batches).await;
+    let (_servers, http, vm, batches) = forward_batches(Path::new(VM_BIN), dir.path(), |vm| {
+        format!("url = \"{vm}\"")
+    })
+    .await;
 
     let all: Vec<Point> = batches.into_iter().flatten().collect();
     let want = expected(&all);
@@ -303,16 +318,10 @@ async fn sums(http: &reqwest::Client, vm: &str, name: &str, by: &str) -> BTreeMa
 #[tokio::test]
 async fn forwarded_as_otlp_every_interval_arrives_once_in_the_cumulative_sums() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_vm, vm) = start_vm(&vm_with_otlp(), dir.path());
-    let (_collector, base) = start_collector(
-        dir.path(),
-        &format!("format = \"otlp\"\nurl = \"{vm}/opentelemetry/v1/metrics\""),
-    );
-    let http = reqwest::Client::new();
-    wait_healthy(&http, &format!("{vm}/health"), "victoria-metrics").await;
-    wait_healthy(&http, &format!("{base}/healthz"), "collector").await;
-    let batches = batches();
-    post_all(&http, &base, &batches).await;
+    let (_servers, http, vm, batches) = forward_batches(&vm_with_otlp(), dir.path(), |vm| {
+        format!("format = \"otlp\"\nurl = \"{vm}/opentelemetry/v1/metrics\"")
+    })
+    .await;
 
     let all: Vec<Point> = batches.into_iter().flatten().collect();
     let total = |m: &str, fields: &[&str]| -> f64 {

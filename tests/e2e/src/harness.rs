@@ -206,6 +206,23 @@ impl Drop for Proc {
     }
 }
 
+/// `inferwatt-collector report --format json --db DB ARGS…`, parsed; a failed report
+/// fails the test with its stderr.
+pub fn report_json(db: &Path, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(bin("inferwatt-collector"))
+        .args(["report", "--format", "json", "--db"])
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run the report");
+    assert!(
+        out.status.success(),
+        "report {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
 /// A plain HTTP GET on loopback, returning (status, body).
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};

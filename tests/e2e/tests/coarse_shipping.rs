@@ -7,7 +7,6 @@
 //! totals. Nothing is lost or doubled by the kill.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use inferwatt_collector::store::Store;
@@ -275,17 +274,7 @@ fn coarse_windows_keep_every_joule_through_a_kill_mid_window() {
     );
 
     // The report: the GPU energy the file sink measured, the downtime as _unattributed.
-    let report = Command::new(harness::bin("inferwatt-collector"))
-        .args(["report", "--format", "json", "--db"])
-        .arg(&c.db)
-        .output()
-        .expect("report");
-    assert!(
-        report.status.success(),
-        "report failed: {}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let report: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let report = harness::report_json(&c.db, &[]);
     let by_model = report["by_model"].as_array().expect("by_model");
     let gpu_j = |r: &Value| {
         let e = &r["energy_kwh"];

@@ -189,19 +189,7 @@ fn fleet_through_an_outage_to_a_report_that_matches_ground_truth() {
         format!("[sites.{site}]\npue = {PUE}\nwue_l_per_kwh = {WUE}\newif_l_per_kwh = {EWIF}\nintensity_g_per_kwh = {INTENSITY}\n"),
     )
     .expect("factors");
-    let report = Command::new(harness::bin("inferwatt-collector"))
-        .args(["report", "--format", "json", "--db"])
-        .arg(&db)
-        .arg("--factors")
-        .arg(&factors)
-        .output()
-        .expect("report");
-    assert!(
-        report.status.success(),
-        "report failed: {}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let report: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let report = harness::report_json(&db, &["--factors".as_ref(), factors.as_os_str()]);
     assert_eq!(report["schema"], "inferwatt.report/v1");
 
     // Usage the agent measured, per model.

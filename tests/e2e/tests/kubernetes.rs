@@ -475,19 +475,7 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
         "import: {}",
         String::from_utf8_lossy(&import.stderr)
     );
-    let report = |group: &str| -> Value {
-        let out = Command::new(harness::bin("inferwatt-collector"))
-            .args(["report", "--format", "json", "--group", group, "--db"])
-            .arg(&db)
-            .output()
-            .expect("report");
-        assert!(
-            out.status.success(),
-            "report --group {group}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("report JSON")
-    };
+    let report = |group: &str| harness::report_json(&db, &["--group".as_ref(), group.as_ref()]);
     let by_model = report("model");
     let by_ns = report("namespace,workload");
     let it = |v: &Value| v["energy_kwh"]["it"].as_f64().expect("it energy");

@@ -418,3 +418,174 @@ fn a_year_of_64_gpus_and_8_models_reports_in_well_under_a_second() {
         "a year's report query took {took:?}"
     );
 }
+
+/// Every row of every rollup table, in key order, as SQLite holds it.
+fn rollup_rows(path: &std::path::Path) -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    [
+        "gpu_rollup",
+        "model_energy_rollup",
+        "model_split_rollup",
+        "model_usage_rollup",
+        "host_energy_rollup",
+        "site_rollup",
+    ]
+    .into_iter()
+    .map(|t| {
+        let mut q = conn
+            .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2, 3, 4"))
+            .expect("prepare");
+        let n = q.column_count();
+        let rows = q
+            .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .expect("query")
+            .collect::<Result<Vec<Vec<rusqlite::types::Value>>, _>>()
+            .expect("rows");
+        (t.to_string(), rows)
+    })
+    .collect()
+}
+
+fn site(ts: i64, pue: f64) -> Point {
+    Point::new("site")
+        .tag("site", "s1")
+        .float("pue", pue)
+        .float("interval_s", 1.0)
+        .at(ts)
+}
+
+fn host_energy(ts: i64, cpu: f64) -> Point {
+    Point::new("host_energy")
+        .tag("site", "s1")
+        .tag("host", "h1")
+        .float("cpu_j", cpu)
+        .float("dram_j", cpu / 3.0)
+        .float("interval_s", 1.5)
+        .string("source", "rapl")
+        .at(ts)
+}
+
+/// Rollups are summed per bucket row within a batch: the rows stored must be the very
+/// numbers (to the bit) that adding the points one write at a time stores, and a point
+/// the deduplication skipped (in the batch or stored before) adds nothing.
+#[test]
+fn a_batch_summed_in_memory_stores_the_rollups_of_one_write_per_point() {
+    let mut points = Vec::new();
+    for i in 0..40i64 {
+        // Crossing an hour and a day boundary, values whose float sums depend on order.
+        let ts = T0 + DAY_NS - 20 * 1_000_000_000 + i * 1_000_000_000 + 7;
+        let x = 0.1 + i as f64 * 1.37;
+        // With their own GPU time: without it, a row's share depends on the batch.
+        points.push(model_energy("h1", "llama", ts, x).float("gpu_s", 0.75));
+        points.push(model_energy("h1", "mistral", ts, x / 3.0).float("gpu_s", 0.25));
+        points.push(gpu(
+            ts,
+            x * 7.3,
+            if i % 3 == 0 { "counter" } else { "power" },
+        ));
+        points.push(usage(ts, i * 3 + 1));
+        points.push(host_energy(ts, x / 7.0));
+        // Site rows out of time order, so the latest is not the last.
+        points.push(site(
+            ts + if i % 2 == 0 { 30_000_000_000 } else { 0 },
+            1.1 + i as f64 / 100.0,
+        ));
+    }
+    // Duplicates: same value (a retry) and a different one (a conflict, ignored).
+    let mut batch = points.clone();
+    batch.push(points[3].clone());
+    batch.push(model_energy(
+        "h1",
+        "llama",
+        points[0].timestamp.expect("ts"),
+        999.0,
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (one, batched) = (dir.path().join("one.db"), dir.path().join("batch.db"));
+    {
+        let store = Store::open(&one).expect("open");
+        // A point stored before the batch, then the batch one point per write.
+        store.write(&points[..1]).expect("write");
+        for p in &batch {
+            store.write(std::slice::from_ref(p)).expect("write");
+        }
+        let store = Store::open(&batched).expect("open");
+        store.write(&points[..1]).expect("write");
+        let (head, tail) = batch.split_at(100);
+        let a = store.write(head).expect("write");
+        let b = store.write(tail).expect("write");
+        assert_eq!(a.written + b.written, points.len() as u64 - 1);
+        assert_eq!(
+            (a.duplicates + b.duplicates, a.conflicts + b.conflicts),
+            (3, 1)
+        );
+    }
+    let (want, got) = (rollup_rows(&one), rollup_rows(&batched));
+    for ((table, w), (_, g)) in want.iter().zip(&got) {
+        assert!(!w.is_empty(), "{table} is empty");
+        assert_eq!(w, g, "{table}");
+    }
+}
+
+/// The series-id cache must never outlive a rolled-back write: a series first seen in a
+/// write that failed gets a real id when it is written again.
+#[test]
+fn a_series_of_a_rolled_back_write_is_stored_with_a_real_id_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.db");
+    let store = Store::open(&path).expect("open");
+    store
+        .write(&[model_energy("h1", "llama", T0 + 1, 1.0)])
+        .expect("write");
+    // Make the write fail after its new series was inserted.
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER fail BEFORE INSERT ON gpu_raw WHEN NEW.ts = {} BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        T0 + 9
+    ))
+    .expect("trigger");
+    let new_series = model_energy("h2", "llama", T0 + 2, 2.0);
+    store
+        .write(&[new_series.clone(), gpu(T0 + 9, 1.0, "counter")])
+        .expect_err("the trigger fails the write");
+    assert_eq!(store.count_points().expect("count"), 1);
+    // Another writer takes the id the rolled-back series had.
+    conn.execute_batch(
+        "DROP TRIGGER fail; INSERT INTO series (series_key, measurement, tags) VALUES ('other', 'other', '{}');",
+    )
+    .expect("other writer");
+    store.write(&[new_series]).expect("write");
+    // Joined with `series`: every point's series exists and is its own.
+    assert_eq!(store.count_measurement("model_energy").expect("count"), 2);
+    let hosts: Vec<String> = conn
+        .prepare("SELECT s.host FROM points p JOIN series s ON s.id = p.series_id ORDER BY p.ts")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(hosts, ["h1", "h2"]);
+}
+
+/// Retention prunes a series' points but keeps its `series` row, so a cached id stays
+/// right when the series is written again.
+#[test]
+fn a_series_pruned_by_retention_is_written_again_under_its_id() {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .write(&[model_energy("h1", "llama", T0 + 1, 1.0)])
+        .expect("write");
+    let later = inferwatt_collector::now_ns() + 3 * DAY_NS;
+    assert_eq!(
+        store
+            .apply_retention(later, 1, 0)
+            .expect("retention")
+            .raw_deleted,
+        1
+    );
+    assert_eq!(store.count_points().expect("count"), 0);
+    store
+        .write(&[model_energy("h1", "llama", later, 2.0)])
+        .expect("write");
+    assert_eq!(store.count_measurement("model_energy").expect("count"), 1);
+}

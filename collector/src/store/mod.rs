@@ -18,6 +18,7 @@ pub mod source;
 pub mod victoria;
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -87,7 +88,37 @@ pub struct TokenRow {
 /// `spawn_blocking`.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
+}
+
+/// The connection, and what the write path remembers between requests. Derefs to the
+/// connection, so readers use it as one.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    conn: Connection,
+    /// Series key → `series.id` of the series this store has written, so a request does
+    /// not look up (or try to insert) a series it has seen before. Nothing deletes a
+    /// `series` row (retention prunes points, raw rows and rollup buckets, never series),
+    /// so a cached id stays valid; ids are added only once their transaction committed,
+    /// so a rolled-back write leaves no id behind. Cleared when it holds
+    /// [`MAX_CACHED_SERIES`].
+    series_ids: HashMap<String, i64>,
+}
+
+/// The most series ids [`Conn::series_ids`] holds before it starts over.
+const MAX_CACHED_SERIES: usize = 1_000_000;
+
+impl Deref for Conn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
 }
 
 /// Nanoseconds per rollup level, finest first.
@@ -118,15 +149,20 @@ impl Store {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrations::migrate(&mut conn)?;
+        // The write path alone prepares about 20 statements per request.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn {
+                conn,
+                series_ids: HashMap::new(),
+            }),
         })
     }
 
     /// The connection. A panic while another caller held it cannot leave the store
     /// unable to serve: an open transaction is rolled back when it is dropped during the
     /// unwind, so the connection is as it was, and the lock is taken back (and logged).
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
         Ok(self.conn.lock().unwrap_or_else(|poisoned| {
             tracing::error!("a request panicked while it held the store; its transaction was rolled back and the store serves on");
             self.conn.clear_poison();
@@ -165,11 +201,13 @@ impl Store {
             .max()
             .unwrap_or(0);
         let now = crate::now_ns();
-        let mut conn = self.lock()?;
+        let mut guard = self.lock()?;
+        let Conn { conn, series_ids } = &mut *guard;
         let tx = conn.transaction()?;
         let mut outcome = WriteOutcome::default();
+        // Series first inserted or looked up by this write: cached once it commits.
+        let mut new_series: HashMap<String, i64> = HashMap::new();
         {
-            let mut series_ids: HashMap<String, i64> = HashMap::new();
             let mut insert_point = tx.prepare_cached(
                 "INSERT OR IGNORE INTO points (series_id, ts, fields, ingested_ns) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -186,11 +224,11 @@ impl Store {
                     });
                 };
                 let key = p.series_key();
-                let series_id = match series_ids.get(&key) {
+                let series_id = match series_ids.get(&key).or_else(|| new_series.get(&key)) {
                     Some(id) => *id,
                     None => {
                         let id = series_id(&tx, &key, p)?;
-                        series_ids.insert(key.clone(), id);
+                        new_series.insert(key.clone(), id);
                         id
                     }
                 };
@@ -219,6 +257,10 @@ impl Store {
             }
         }
         tx.commit()?;
+        if series_ids.len() + new_series.len() > MAX_CACHED_SERIES {
+            series_ids.clear();
+        }
+        series_ids.extend(new_series);
         Ok(outcome)
     }
 

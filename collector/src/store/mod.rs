@@ -208,6 +208,7 @@ impl Store {
         // Series first inserted or looked up by this write: cached once it commits.
         let mut new_series: HashMap<String, i64> = HashMap::new();
         {
+            let mut rollups = rollup::Rollups::new();
             let mut insert_point = tx.prepare_cached(
                 "INSERT OR IGNORE INTO points (series_id, ts, fields, ingested_ns) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -246,9 +247,10 @@ impl Store {
                     continue;
                 }
                 outcome.written += 1;
-                rollup::insert_typed(&tx, series_id, ts, t, gpu_s[index])?;
+                rollups.insert(&tx, series_id, ts, t, gpu_s[index])?;
                 rollup::insert_folded(&tx, series_id, ts, p)?;
             }
+            rollups.flush(&tx)?;
             if outcome.written > 0 {
                 tx.execute(
                     "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'max_interval_ns'",

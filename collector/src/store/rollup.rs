@@ -1,11 +1,16 @@
 //! Typed rows and rollups: reads the numeric fields of the five wire measurements
 //! (`gpu`, `model_energy`, `model_usage`, `host_energy`, `site`) out of a point, stores them
 //! in the `*_raw` tables and adds them to the hourly and daily `*_rollup` buckets, in the
-//! transaction that stores the point. Other measurements are kept in `points` only.
+//! transaction that stores the point: summed per bucket row in memory over the batch
+//! ([`Rollups`]), then written once per row. Other measurements are kept in `points` only.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 
 use inferwatt_core::lineproto::{FieldValue, Point};
 use inferwatt_core::schema;
-use rusqlite::{params, Transaction};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 
 use super::{StoreError, LEVELS};
 
@@ -263,276 +268,522 @@ pub fn split_count(count: i64, parts: &[(i64, i64)]) -> Vec<i64> {
     out
 }
 
-/// Stores the typed row of a newly inserted point and adds its interval to the rollup
-/// buckets it covers, pro rata to time (raw rows keep the point as sent). `gpu_s` is the
-/// A table of (key, energy, seconds) rows, raw and rolled up: `gpu_*` by measurement
-/// path (`source`), `model_split_*` by split method (`method`).
-struct KeyedRows {
-    /// The raw insert (ts, series_id, key, energy_j, interval_s).
-    raw: &'static str,
-    /// The rollup upsert (level, bucket, series_id, key, energy_j, interval_s, points).
-    rollup: &'static str,
+/// A rollup column that SQLite keeps as an integer, added as SQLite adds: a sum that
+/// overflows `i64` goes on as a float. So a batch's rows summed here store exactly what
+/// one upsert per row stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SqlInt {
+    Int(i64),
+    Real(f64),
 }
 
-const GPU_ROWS: KeyedRows = KeyedRows {
-    raw: "INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-    rollup: "INSERT INTO gpu_rollup (level, bucket, series_id, source, energy_j, interval_s, points)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
-           energy_j = energy_j + excluded.energy_j,
-           interval_s = interval_s + excluded.interval_s,
-           points = points + excluded.points",
-};
-
-const SPLIT_ROWS: KeyedRows = KeyedRows {
-    raw: "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-    rollup: "INSERT INTO model_split_rollup (level, bucket, series_id, method, energy_j, interval_s, points)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (level, bucket, series_id, method) DO UPDATE SET
-           energy_j = energy_j + excluded.energy_j,
-           interval_s = interval_s + excluded.interval_s,
-           points = points + excluded.points",
-};
-
-/// Stores one keyed row and spreads it over the rollup buckets its interval covers.
-fn insert_keyed(
-    tx: &Transaction<'_>,
-    t: &KeyedRows,
-    ts: i64,
-    series_id: i64,
-    key: &str,
-    energy_j: f64,
-    interval_s: f64,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(t.raw)?
-        .execute(params![ts, series_id, key, energy_j, interval_s])?;
-    let mut up = tx.prepare_cached(t.rollup)?;
-    for (width, level) in LEVELS {
-        let ps = parts(ts, interval_ns(interval_s), width);
-        let e = split_value(energy_j, &ps);
-        let n = ps.len();
-        for (i, (b, ns)) in ps.iter().enumerate() {
-            let secs = if n == 1 { interval_s } else { *ns as f64 / 1e9 };
-            up.execute(params![
-                level,
-                b,
-                series_id,
-                key,
-                e[i],
-                secs,
-                point_mark(i, n)
-            ])?;
+impl SqlInt {
+    fn add(self, v: i64) -> SqlInt {
+        match self {
+            SqlInt::Int(a) => a
+                .checked_add(v)
+                .map_or(SqlInt::Real(a as f64 + v as f64), SqlInt::Int),
+            SqlInt::Real(a) => SqlInt::Real(a + v as f64),
         }
     }
-    Ok(())
 }
 
-/// GPU time of a `model_energy` row (see [`super::Store::write`]).
-pub fn insert_typed(
+impl ToSql for SqlInt {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            SqlInt::Int(i) => ToSqlOutput::from(i),
+            SqlInt::Real(f) => ToSqlOutput::from(f),
+        })
+    }
+}
+
+impl FromSql for SqlInt {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Integer(i) => Ok(SqlInt::Int(i)),
+            ValueRef::Real(f) => Ok(SqlInt::Real(f)),
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
+/// A rollup table whose columns are sums: its key column after (level, bucket,
+/// series_id), if any; its float sums (the amounts, then `interval_s`); its integer sums
+/// (the counts, then `points`).
+struct SumTable {
+    table: &'static str,
+    key: Option<&'static str>,
+    reals: &'static [&'static str],
+    ints: &'static [&'static str],
+}
+
+const GPU_ROLLUP: SumTable = SumTable {
+    table: "gpu_rollup",
+    key: Some("source"),
+    reals: &["energy_j", "interval_s"],
+    ints: &["points"],
+};
+const SPLIT_ROLLUP: SumTable = SumTable {
+    table: "model_split_rollup",
+    key: Some("method"),
+    reals: &["energy_j", "interval_s"],
+    ints: &["points"],
+};
+const MODEL_ENERGY_ROLLUP: SumTable = SumTable {
+    table: "model_energy_rollup",
+    key: None,
+    reals: &["active_j", "idle_j", "host_j", "gpu_s", "interval_s"],
+    ints: &["points"],
+};
+const MODEL_USAGE_ROLLUP: SumTable = SumTable {
+    table: "model_usage_rollup",
+    key: None,
+    reals: &["interval_s"],
+    ints: &["requests", "input_tokens", "output_tokens", "points"],
+};
+const HOST_ENERGY_ROLLUP: SumTable = SumTable {
+    table: "host_energy_rollup",
+    key: Some("source"),
+    reals: &["cpu_j", "dram_j", "interval_s"],
+    ints: &["points"],
+};
+
+/// A rollup row's key: (level, bucket, series_id, key column or "").
+type RollupKey = (i64, i64, i64, String);
+
+/// A rollup row's sums so far: the stored row's (read once, when the batch first touches
+/// it) plus this batch's parts, added in the batch's order.
+#[derive(Debug, Clone, PartialEq)]
+struct Sums {
+    reals: Vec<f64>,
+    ints: Vec<SqlInt>,
+}
+
+/// The rows of one [`SumTable`] that a batch touches.
+struct SumRows {
+    spec: &'static SumTable,
+    /// Reads the stored row of a key.
+    select: String,
+    /// Writes a key's final sums.
+    upsert: String,
+    rows: BTreeMap<RollupKey, Sums>,
+}
+
+impl SumRows {
+    fn new(spec: &'static SumTable) -> SumRows {
+        let key_cols: Vec<&str> = ["level", "bucket", "series_id"]
+            .into_iter()
+            .chain(spec.key)
+            .collect();
+        let cols: Vec<&str> = spec.reals.iter().chain(spec.ints).copied().collect();
+        let filter = key_cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let all: Vec<&str> = key_cols.iter().chain(&cols).copied().collect();
+        let marks = (1..=all.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let set = cols
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        SumRows {
+            spec,
+            select: format!(
+                "SELECT {} FROM {} WHERE {filter}",
+                cols.join(", "),
+                spec.table
+            ),
+            upsert: format!(
+                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set}",
+                spec.table,
+                all.join(", "),
+                key_cols.join(", ")
+            ),
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one part of a row to the bucket row `key`: its float and integer amounts, in
+    /// the order of [`SumTable::reals`] and [`SumTable::ints`].
+    fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        key: RollupKey,
+        reals: &[f64],
+        ints: &[i64],
+    ) -> Result<(), StoreError> {
+        let sums = match self.rows.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let stored = stored_sums(self.spec, &self.select, tx, e.key())?;
+                match stored {
+                    Some(s) => e.insert(s),
+                    // A new row holds the first part as it is.
+                    None => {
+                        e.insert(Sums {
+                            reals: reals.to_vec(),
+                            ints: ints.iter().map(|&i| SqlInt::Int(i)).collect(),
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        for (s, v) in sums.reals.iter_mut().zip(reals) {
+            *s += v;
+        }
+        for (s, v) in sums.ints.iter_mut().zip(ints) {
+            *s = s.add(*v);
+        }
+        Ok(())
+    }
+
+    /// Writes every touched row, in key order.
+    fn flush(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let mut up = tx.prepare_cached(&self.upsert)?;
+        for (key, sums) in &self.rows {
+            up.raw_bind_parameter(1, key.0)?;
+            up.raw_bind_parameter(2, key.1)?;
+            up.raw_bind_parameter(3, key.2)?;
+            let mut i = 4;
+            if self.spec.key.is_some() {
+                up.raw_bind_parameter(4, &key.3)?;
+                i = 5;
+            }
+            for v in &sums.reals {
+                up.raw_bind_parameter(i, v)?;
+                i += 1;
+            }
+            for v in &sums.ints {
+                up.raw_bind_parameter(i, v)?;
+                i += 1;
+            }
+            up.raw_execute()?;
+        }
+        Ok(())
+    }
+
+    /// Spreads a row's amounts over the buckets of every level that its interval
+    /// `(ts - interval_s, ts]` covers, pro rata to time: `amounts` as values, `counts` as
+    /// whole numbers; each part also adds its seconds and, in the last part, the point.
+    #[allow(clippy::too_many_arguments)]
+    fn spread(
+        &mut self,
+        tx: &Transaction<'_>,
+        series_id: i64,
+        key: &str,
+        ts: i64,
+        interval_s: f64,
+        amounts: &[f64],
+        counts: &[i64],
+    ) -> Result<(), StoreError> {
+        let iv = interval_ns(interval_s);
+        let mut reals = Vec::with_capacity(amounts.len() + 1);
+        let mut ints = Vec::with_capacity(counts.len() + 1);
+        for (width, level) in LEVELS {
+            let ps = parts(ts, iv, width);
+            let a: Vec<Vec<f64>> = amounts.iter().map(|v| split_value(*v, &ps)).collect();
+            let c: Vec<Vec<i64>> = counts.iter().map(|v| split_count(*v, &ps)).collect();
+            let n = ps.len();
+            for (i, (b, ns)) in ps.iter().enumerate() {
+                let secs = if n == 1 { interval_s } else { *ns as f64 / 1e9 };
+                reals.clear();
+                reals.extend(a.iter().map(|v| v[i]));
+                reals.push(secs);
+                ints.clear();
+                ints.extend(c.iter().map(|v| v[i]));
+                ints.push(point_mark(i, n));
+                self.add(tx, (level, *b, series_id, key.to_owned()), &reals, &ints)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stored sums of `key` in `spec`'s table (`select` reads them), if the row exists.
+fn stored_sums(
+    spec: &SumTable,
+    select: &str,
     tx: &Transaction<'_>,
-    series_id: i64,
+    key: &RollupKey,
+) -> Result<Option<Sums>, StoreError> {
+    let mut q = tx.prepare_cached(select)?;
+    q.raw_bind_parameter(1, key.0)?;
+    q.raw_bind_parameter(2, key.1)?;
+    q.raw_bind_parameter(3, key.2)?;
+    if spec.key.is_some() {
+        q.raw_bind_parameter(4, &key.3)?;
+    }
+    let mut rows = q.raw_query();
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let n = spec.reals.len();
+    let reals = (0..n).map(|i| r.get(i)).collect::<Result<_, _>>()?;
+    let ints = (0..spec.ints.len())
+        .map(|i| r.get(n + i))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Sums { reals, ints }))
+}
+
+/// The latest site row (by timestamp) of a bucket, and how many rows it saw.
+#[derive(Debug, Clone, PartialEq)]
+struct SiteState {
     ts: i64,
-    t: &Typed,
-    gpu_s: f64,
-) -> Result<(), StoreError> {
-    match t {
-        Typed::Gpu {
-            source,
-            energy_j,
-            interval_s,
-        } => insert_keyed(tx, &GPU_ROWS, ts, series_id, source, *energy_j, *interval_s)?,
-        Typed::ModelEnergy {
-            active_j,
-            idle_j,
-            host_j,
-            interval_s,
-            method,
-            ..
-        } => {
-            if let Some(method) = method {
-                insert_keyed(
+    pue: Option<f64>,
+    wue_l_per_kwh: Option<f64>,
+    idle_policy: Option<String>,
+    points: SqlInt,
+}
+
+/// The rollups a batch adds, summed per bucket row in memory and written once per row
+/// when the batch ends ([`Rollups::flush`]), in the write's transaction. Only rows whose
+/// point was newly stored are added (the caller skips duplicates), and each bucket row
+/// starts from its stored value and adds the batch's parts in the batch's order, so the
+/// stored sums are the very numbers one upsert per point produced.
+pub struct Rollups {
+    gpu: SumRows,
+    split: SumRows,
+    model_energy: SumRows,
+    model_usage: SumRows,
+    host_energy: SumRows,
+    site: BTreeMap<(i64, i64, i64), SiteState>,
+}
+
+impl Default for Rollups {
+    fn default() -> Self {
+        Rollups::new()
+    }
+}
+
+impl Rollups {
+    /// Nothing added yet.
+    pub fn new() -> Rollups {
+        Rollups {
+            gpu: SumRows::new(&GPU_ROLLUP),
+            split: SumRows::new(&SPLIT_ROLLUP),
+            model_energy: SumRows::new(&MODEL_ENERGY_ROLLUP),
+            model_usage: SumRows::new(&MODEL_USAGE_ROLLUP),
+            host_energy: SumRows::new(&HOST_ENERGY_ROLLUP),
+            site: BTreeMap::new(),
+        }
+    }
+
+    /// Stores the typed row of a newly inserted point and adds its interval to the rollup
+    /// buckets it covers, pro rata to time (raw rows keep the point as sent). `gpu_s` is
+    /// the GPU time of a `model_energy` row (see [`super::Store::write`]).
+    pub fn insert(
+        &mut self,
+        tx: &Transaction<'_>,
+        series_id: i64,
+        ts: i64,
+        t: &Typed,
+        gpu_s: f64,
+    ) -> Result<(), StoreError> {
+        match t {
+            Typed::Gpu {
+                source,
+                energy_j,
+                interval_s,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![ts, series_id, source, energy_j, interval_s])?;
+                self.gpu
+                    .spread(tx, series_id, source, ts, *interval_s, &[*energy_j], &[])?;
+            }
+            Typed::ModelEnergy {
+                active_j,
+                idle_j,
+                host_j,
+                interval_s,
+                method,
+                ..
+            } => {
+                if let Some(method) = method {
+                    let energy_j = active_j + idle_j;
+                    tx.prepare_cached(
+                        "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![ts, series_id, method, energy_j, interval_s])?;
+                    self.split
+                        .spread(tx, series_id, method, ts, *interval_s, &[energy_j], &[])?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s])?;
+                self.model_energy.spread(
                     tx,
-                    &SPLIT_ROWS,
-                    ts,
                     series_id,
-                    method,
-                    active_j + idle_j,
+                    "",
+                    ts,
                     *interval_s,
+                    &[*active_j, *idle_j, *host_j, gpu_s],
+                    &[],
                 )?;
             }
-            tx.prepare_cached(
-                "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s])?;
-            let mut up = tx.prepare_cached(
-                "INSERT INTO model_energy_rollup (level, bucket, series_id, active_j, idle_j, host_j, interval_s, gpu_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (level, bucket, series_id) DO UPDATE SET
-                   active_j = active_j + excluded.active_j,
-                   idle_j = idle_j + excluded.idle_j,
-                   host_j = host_j + excluded.host_j,
-                   interval_s = interval_s + excluded.interval_s,
-                   gpu_s = gpu_s + excluded.gpu_s,
-                   points = points + excluded.points",
-            )?;
-            for (width, level) in LEVELS {
-                let ps = parts(ts, interval_ns(*interval_s), width);
-                let (a, i_, h, g) = (
-                    split_value(*active_j, &ps),
-                    split_value(*idle_j, &ps),
-                    split_value(*host_j, &ps),
-                    split_value(gpu_s, &ps),
-                );
-                let n = ps.len();
-                for (i, (b, ns)) in ps.iter().enumerate() {
-                    let secs = if n == 1 {
-                        *interval_s
-                    } else {
-                        *ns as f64 / 1e9
-                    };
-                    up.execute(params![
-                        level,
-                        b,
-                        series_id,
-                        a[i],
-                        i_[i],
-                        h[i],
-                        secs,
-                        g[i],
-                        point_mark(i, n)
-                    ])?;
-                }
-            }
-        }
-        Typed::ModelUsage {
-            requests,
-            input_tokens,
-            output_tokens,
-            interval_s,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO model_usage_raw (ts, series_id, requests, input_tokens, output_tokens, interval_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![ts, series_id, requests, input_tokens, output_tokens, interval_s])?;
-            let mut up = tx.prepare_cached(
-                "INSERT INTO model_usage_rollup (level, bucket, series_id, requests, input_tokens, output_tokens, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (level, bucket, series_id) DO UPDATE SET
-                   requests = requests + excluded.requests,
-                   input_tokens = input_tokens + excluded.input_tokens,
-                   output_tokens = output_tokens + excluded.output_tokens,
-                   interval_s = interval_s + excluded.interval_s,
-                   points = points + excluded.points",
-            )?;
-            for (width, level) in LEVELS {
-                let ps = parts(ts, interval_ns(*interval_s), width);
-                let (r, inp, out) = (
-                    split_count(*requests, &ps),
-                    split_count(*input_tokens, &ps),
-                    split_count(*output_tokens, &ps),
-                );
-                let n = ps.len();
-                for (i, (b, ns)) in ps.iter().enumerate() {
-                    let secs = if n == 1 {
-                        *interval_s
-                    } else {
-                        *ns as f64 / 1e9
-                    };
-                    up.execute(params![
-                        level,
-                        b,
-                        series_id,
-                        r[i],
-                        inp[i],
-                        out[i],
-                        secs,
-                        point_mark(i, n)
-                    ])?;
-                }
-            }
-        }
-        Typed::HostEnergy {
-            source,
-            cpu_j,
-            dram_j,
-            interval_s,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO host_energy_raw (ts, series_id, source, cpu_j, dram_j, interval_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![ts, series_id, source, cpu_j, dram_j, interval_s])?;
-            let mut up = tx.prepare_cached(
-                "INSERT INTO host_energy_rollup (level, bucket, series_id, source, cpu_j, dram_j, interval_s, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (level, bucket, series_id, source) DO UPDATE SET
-                   cpu_j = cpu_j + excluded.cpu_j,
-                   dram_j = dram_j + excluded.dram_j,
-                   interval_s = interval_s + excluded.interval_s,
-                   points = points + excluded.points",
-            )?;
-            for (width, level) in LEVELS {
-                let ps = parts(ts, interval_ns(*interval_s), width);
-                let (c, d) = (split_value(*cpu_j, &ps), split_value(*dram_j, &ps));
-                let n = ps.len();
-                for (i, (b, ns)) in ps.iter().enumerate() {
-                    let secs = if n == 1 {
-                        *interval_s
-                    } else {
-                        *ns as f64 / 1e9
-                    };
-                    up.execute(params![
-                        level,
-                        b,
-                        series_id,
-                        source,
-                        c[i],
-                        d[i],
-                        secs,
-                        point_mark(i, n)
-                    ])?;
-                }
-            }
-        }
-        Typed::Site {
-            pue,
-            wue_l_per_kwh,
-            idle_policy,
-            interval_s,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy])?;
-            // Site metadata is a state, not an amount: the bucket of its timestamp keeps the
-            // latest one.
-            let mut up = tx.prepare_cached(
-                "INSERT INTO site_rollup (level, bucket, series_id, ts, pue, wue_l_per_kwh, idle_policy, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
-                 ON CONFLICT (level, bucket, series_id) DO UPDATE SET
-                   pue = CASE WHEN excluded.ts > ts THEN excluded.pue ELSE pue END,
-                   wue_l_per_kwh = CASE WHEN excluded.ts > ts THEN excluded.wue_l_per_kwh ELSE wue_l_per_kwh END,
-                   idle_policy = CASE WHEN excluded.ts > ts THEN excluded.idle_policy ELSE idle_policy END,
-                   ts = MAX(ts, excluded.ts),
-                   points = points + 1",
-            )?;
-            for (width, level) in LEVELS {
-                up.execute(params![
-                    level,
-                    bucket_of(ts, width),
+            Typed::ModelUsage {
+                requests,
+                input_tokens,
+                output_tokens,
+                interval_s,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO model_usage_raw (ts, series_id, requests, input_tokens, output_tokens, interval_s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![ts, series_id, requests, input_tokens, output_tokens, interval_s])?;
+                self.model_usage.spread(
+                    tx,
                     series_id,
+                    "",
                     ts,
-                    pue,
-                    wue_l_per_kwh,
-                    idle_policy
-                ])?;
+                    *interval_s,
+                    &[],
+                    &[*requests, *input_tokens, *output_tokens],
+                )?;
             }
+            Typed::HostEnergy {
+                source,
+                cpu_j,
+                dram_j,
+                interval_s,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO host_energy_raw (ts, series_id, source, cpu_j, dram_j, interval_s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![ts, series_id, source, cpu_j, dram_j, interval_s])?;
+                self.host_energy.spread(
+                    tx,
+                    series_id,
+                    source,
+                    ts,
+                    *interval_s,
+                    &[*cpu_j, *dram_j],
+                    &[],
+                )?;
+            }
+            Typed::Site {
+                pue,
+                wue_l_per_kwh,
+                idle_policy,
+                interval_s,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy])?;
+                // Site metadata is a state, not an amount: the bucket of its timestamp keeps
+                // the latest one.
+                for (width, level) in LEVELS {
+                    let key = (level, bucket_of(ts, width), series_id);
+                    let row = SiteState {
+                        ts,
+                        pue: *pue,
+                        wue_l_per_kwh: *wue_l_per_kwh,
+                        idle_policy: idle_policy.clone(),
+                        points: SqlInt::Int(1),
+                    };
+                    match self.site.entry(key) {
+                        Entry::Occupied(mut e) => e.get_mut().update(row),
+                        Entry::Vacant(e) => {
+                            let k = *e.key();
+                            match stored_site(tx, k)? {
+                                Some(mut s) => {
+                                    s.update(row);
+                                    e.insert(s);
+                                }
+                                None => {
+                                    e.insert(row);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Typed::Other => {}
         }
-        Typed::Other => {}
+        Ok(())
     }
-    Ok(())
+
+    /// Writes every bucket row the batch touched, once each.
+    pub fn flush(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for t in [
+            &self.gpu,
+            &self.split,
+            &self.model_energy,
+            &self.model_usage,
+            &self.host_energy,
+        ] {
+            t.flush(tx)?;
+        }
+        let mut up = tx.prepare_cached(
+            "INSERT INTO site_rollup (level, bucket, series_id, ts, pue, wue_l_per_kwh, idle_policy, points)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (level, bucket, series_id) DO UPDATE SET
+               ts = excluded.ts, pue = excluded.pue, wue_l_per_kwh = excluded.wue_l_per_kwh,
+               idle_policy = excluded.idle_policy, points = excluded.points",
+        )?;
+        for ((level, bucket, series_id), s) in &self.site {
+            up.execute(params![
+                level,
+                bucket,
+                series_id,
+                s.ts,
+                s.pue,
+                s.wue_l_per_kwh,
+                s.idle_policy,
+                s.points
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl SiteState {
+    /// Takes in a later row of the same bucket: its values when it is later than the
+    /// latest so far; one more point either way.
+    fn update(&mut self, row: SiteState) {
+        if row.ts > self.ts {
+            self.pue = row.pue;
+            self.wue_l_per_kwh = row.wue_l_per_kwh;
+            self.idle_policy = row.idle_policy;
+        }
+        self.ts = self.ts.max(row.ts);
+        self.points = self.points.add(1);
+    }
+}
+
+/// The stored site bucket row of (level, bucket, series_id), if any.
+fn stored_site(
+    tx: &Transaction<'_>,
+    (level, bucket, series_id): (i64, i64, i64),
+) -> Result<Option<SiteState>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT ts, pue, wue_l_per_kwh, idle_policy, points FROM site_rollup
+             WHERE level = ?1 AND bucket = ?2 AND series_id = ?3",
+        )?
+        .query_row(params![level, bucket, series_id], |r| {
+            Ok(SiteState {
+                ts: r.get(0)?,
+                pue: r.get(1)?,
+                wue_l_per_kwh: r.get(2)?,
+                idle_policy: r.get(3)?,
+                points: r.get(4)?,
+            })
+        })
+        .optional()?)
 }
 
 /// Records the `folded_points` count of a newly inserted point folded by the agent's

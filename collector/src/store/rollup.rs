@@ -488,6 +488,17 @@ impl SumRows {
         let mut ints = Vec::with_capacity(counts.len() + 1);
         for (width, level) in LEVELS {
             let ps = parts(ts, iv, width);
+            if let [(b, _)] = ps[..] {
+                // One bucket holds it all (what the split below gives for one part).
+                reals.clear();
+                reals.extend_from_slice(amounts);
+                reals.push(interval_s);
+                ints.clear();
+                ints.extend_from_slice(counts);
+                ints.push(1);
+                self.add(tx, (level, b, series_id, key.to_owned()), &reals, &ints)?;
+                continue;
+            }
             let a: Vec<Vec<f64>> = amounts.iter().map(|v| split_value(*v, &ps)).collect();
             let c: Vec<Vec<i64>> = counts.iter().map(|v| split_count(*v, &ps)).collect();
             let n = ps.len();

@@ -156,9 +156,15 @@ impl Point {
 
     /// The series key: measurement and sorted tags, as encoded on the wire.
     pub fn series_key(&self) -> String {
-        let mut tags = self.tags.clone();
+        // Sorted by reference: the same order as sorting the tags, without copying them.
+        let mut tags: Vec<&(String, String)> = self.tags.iter().collect();
         tags.sort();
-        let mut out = String::new();
+        let len = self.measurement.len()
+            + tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        let mut out = String::with_capacity(len + len / 8);
         escape_into(&mut out, &self.measurement, &[',', ' ']);
         for (k, v) in &tags {
             out.push(',');
@@ -242,6 +248,13 @@ pub fn encode(points: &[Point]) -> Result<String, EncodeError> {
 }
 
 fn escape_into(out: &mut String, s: &str, specials: &[char]) {
+    // Most names and values need no escape: copy them whole. The specials are ASCII, so
+    // a byte test is exact (no byte of a multi-byte UTF-8 character is ASCII).
+    let special = |b: u8| b == b'\n' || specials.iter().any(|&c| u32::from(b) == u32::from(c));
+    if !s.bytes().any(special) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -257,6 +270,20 @@ fn escape_into(out: &mut String, s: &str, specials: &[char]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_key_sorts_tags_and_escapes_only_what_needs_it() {
+        let mut p = Point::new("gpu energy,x");
+        p.tags = vec![
+            ("zone".into(), "é=ü".into()),
+            ("host".into(), "a b,c\nd".into()),
+            ("gpu".into(), "GPU-0".into()),
+        ];
+        assert_eq!(
+            p.series_key(),
+            "gpu\\ energy\\,x,gpu=GPU-0,host=a\\ b\\,c\\nd,zone=é\\=ü"
+        );
+    }
 
     #[test]
     fn encodes_all_field_types_with_escaping() {

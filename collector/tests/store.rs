@@ -419,10 +419,16 @@ fn a_year_of_64_gpus_and_8_models_reports_in_well_under_a_second() {
     );
 }
 
-/// Every row of every rollup table, in key order, as SQLite holds it.
-fn rollup_rows(path: &std::path::Path) -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
+/// Every row of every typed table (raw and rollup), in key order, as SQLite holds it.
+fn typed_rows(path: &std::path::Path) -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
     let conn = rusqlite::Connection::open(path).expect("open");
     [
+        "gpu_raw",
+        "model_energy_raw",
+        "model_split_raw",
+        "model_usage_raw",
+        "host_energy_raw",
+        "site_raw",
         "gpu_rollup",
         "model_energy_rollup",
         "model_split_rollup",
@@ -467,13 +473,14 @@ fn host_energy(ts: i64, cpu: f64) -> Point {
 
 /// Rollups are summed per bucket row within a batch: the rows stored must be the very
 /// numbers (to the bit) that adding the points one write at a time stores, and a point
-/// the deduplication skipped (in the batch or stored before) adds nothing.
+/// the deduplication skipped (in the batch or stored before) adds nothing. The raw rows,
+/// inserted many to a statement, are the same too.
 #[test]
 fn a_batch_summed_in_memory_stores_the_rollups_of_one_write_per_point() {
     let mut points = Vec::new();
-    for i in 0..40i64 {
+    for i in 0..120i64 {
         // Crossing an hour and a day boundary, values whose float sums depend on order.
-        let ts = T0 + DAY_NS - 20 * 1_000_000_000 + i * 1_000_000_000 + 7;
+        let ts = T0 + DAY_NS - 60 * 1_000_000_000 + i * 1_000_000_000 + 7;
         let x = 0.1 + i as f64 * 1.37;
         // With their own GPU time: without it, a row's share depends on the batch.
         points.push(model_energy("h1", "llama", ts, x).float("gpu_s", 0.75));
@@ -520,7 +527,7 @@ fn a_batch_summed_in_memory_stores_the_rollups_of_one_write_per_point() {
             (3, 1)
         );
     }
-    let (want, got) = (rollup_rows(&one), rollup_rows(&batched));
+    let (want, got) = (typed_rows(&one), typed_rows(&batched));
     for ((table, w), (_, g)) in want.iter().zip(&got) {
         assert!(!w.is_empty(), "{table} is empty");
         assert_eq!(w, g, "{table}");

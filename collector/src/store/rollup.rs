@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use inferwatt_core::lineproto::{FieldValue, Point};
 use inferwatt_core::schema;
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 
 use super::{StoreError, LEVELS};
@@ -543,6 +543,85 @@ fn stored_sums(
     Ok(Some(Sums { reals, ints }))
 }
 
+/// The raw tables, as (insert up to `VALUES`, columns), in the order of the indexes below.
+const RAW_TABLES: [(&str, usize); 6] = [
+    ("INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES", 5),
+    ("INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES", 5),
+    ("INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s) VALUES", 7),
+    ("INSERT INTO model_usage_raw (ts, series_id, requests, input_tokens, output_tokens, interval_s) VALUES", 6),
+    ("INSERT INTO host_energy_raw (ts, series_id, source, cpu_j, dram_j, interval_s) VALUES", 6),
+    ("INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy) VALUES", 6),
+];
+const GPU_RAW: usize = 0;
+const SPLIT_RAW: usize = 1;
+const MODEL_ENERGY_RAW: usize = 2;
+const MODEL_USAGE_RAW: usize = 3;
+const HOST_ENERGY_RAW: usize = 4;
+const SITE_RAW: usize = 5;
+
+/// Raw rows one statement inserts (a multi-row `VALUES`): one statement per row cost
+/// a bind, step and reset each.
+const RAW_CHUNK: usize = 64;
+
+/// The pending rows of one raw table, inserted [`RAW_CHUNK`] at a time.
+struct RawRows {
+    head: &'static str,
+    width: usize,
+    /// The insert of a full chunk.
+    full: String,
+    values: Vec<Value>,
+}
+
+impl RawRows {
+    fn new(head: &'static str, width: usize) -> RawRows {
+        RawRows {
+            head,
+            width,
+            full: raw_insert(head, width, RAW_CHUNK),
+            values: Vec::with_capacity(width * RAW_CHUNK),
+        }
+    }
+
+    /// Adds a row (its `width` values in column order), inserting a full chunk.
+    fn push<const N: usize>(
+        &mut self,
+        tx: &Transaction<'_>,
+        row: [Value; N],
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(N, self.width);
+        self.values.extend(row);
+        if self.values.len() >= self.width * RAW_CHUNK {
+            self.insert(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the pending rows.
+    fn insert(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let rows = self.values.len() / self.width;
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut q = if rows == RAW_CHUNK {
+            tx.prepare_cached(&self.full)?
+        } else {
+            tx.prepare_cached(&raw_insert(self.head, self.width, rows))?
+        };
+        for (i, v) in self.values.iter().enumerate() {
+            q.raw_bind_parameter(i + 1, v)?;
+        }
+        q.raw_execute()?;
+        self.values.clear();
+        Ok(())
+    }
+}
+
+/// `head` followed by `rows` groups of `width` parameters.
+fn raw_insert(head: &str, width: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; width].join(", "));
+    format!("{head} {}", vec![group.as_str(); rows].join(", "))
+}
+
 /// The latest site row (by timestamp) of a bucket, and how many rows it saw.
 #[derive(Debug, Clone, PartialEq)]
 struct SiteState {
@@ -559,6 +638,8 @@ struct SiteState {
 /// starts from its stored value and adds the batch's parts in the batch's order, so the
 /// stored sums are the very numbers one upsert per point produced.
 pub struct Rollups {
+    /// The raw rows, indexed by `GPU_RAW` ... `SITE_RAW`.
+    raw: [RawRows; 6],
     gpu: SumRows,
     split: SumRows,
     model_energy: SumRows,
@@ -577,6 +658,7 @@ impl Rollups {
     /// Nothing added yet.
     pub fn new() -> Rollups {
         Rollups {
+            raw: RAW_TABLES.map(|(head, width)| RawRows::new(head, width)),
             gpu: SumRows::new(&GPU_ROLLUP),
             split: SumRows::new(&SPLIT_ROLLUP),
             model_energy: SumRows::new(&MODEL_ENERGY_ROLLUP),
@@ -603,10 +685,16 @@ impl Rollups {
                 energy_j,
                 interval_s,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO gpu_raw (ts, series_id, source, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![ts, series_id, source, energy_j, interval_s])?;
+                self.raw[GPU_RAW].push(
+                    tx,
+                    [
+                        ts.into(),
+                        series_id.into(),
+                        source.clone().into(),
+                        (*energy_j).into(),
+                        (*interval_s).into(),
+                    ],
+                )?;
                 self.gpu
                     .spread(tx, series_id, source, ts, *interval_s, &[*energy_j], &[])?;
             }
@@ -620,18 +708,31 @@ impl Rollups {
             } => {
                 if let Some(method) = method {
                     let energy_j = active_j + idle_j;
-                    tx.prepare_cached(
-                        "INSERT INTO model_split_raw (ts, series_id, method, energy_j, interval_s) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![ts, series_id, method, energy_j, interval_s])?;
+                    self.raw[SPLIT_RAW].push(
+                        tx,
+                        [
+                            ts.into(),
+                            series_id.into(),
+                            method.clone().into(),
+                            energy_j.into(),
+                            (*interval_s).into(),
+                        ],
+                    )?;
                     self.split
                         .spread(tx, series_id, method, ts, *interval_s, &[energy_j], &[])?;
                 }
-                tx.prepare_cached(
-                    "INSERT INTO model_energy_raw (ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![ts, series_id, active_j, idle_j, host_j, interval_s, gpu_s])?;
+                self.raw[MODEL_ENERGY_RAW].push(
+                    tx,
+                    [
+                        ts.into(),
+                        series_id.into(),
+                        (*active_j).into(),
+                        (*idle_j).into(),
+                        (*host_j).into(),
+                        (*interval_s).into(),
+                        gpu_s.into(),
+                    ],
+                )?;
                 self.model_energy.spread(
                     tx,
                     series_id,
@@ -648,11 +749,17 @@ impl Rollups {
                 output_tokens,
                 interval_s,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO model_usage_raw (ts, series_id, requests, input_tokens, output_tokens, interval_s)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![ts, series_id, requests, input_tokens, output_tokens, interval_s])?;
+                self.raw[MODEL_USAGE_RAW].push(
+                    tx,
+                    [
+                        ts.into(),
+                        series_id.into(),
+                        (*requests).into(),
+                        (*input_tokens).into(),
+                        (*output_tokens).into(),
+                        (*interval_s).into(),
+                    ],
+                )?;
                 self.model_usage.spread(
                     tx,
                     series_id,
@@ -669,11 +776,17 @@ impl Rollups {
                 dram_j,
                 interval_s,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO host_energy_raw (ts, series_id, source, cpu_j, dram_j, interval_s)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![ts, series_id, source, cpu_j, dram_j, interval_s])?;
+                self.raw[HOST_ENERGY_RAW].push(
+                    tx,
+                    [
+                        ts.into(),
+                        series_id.into(),
+                        source.clone().into(),
+                        (*cpu_j).into(),
+                        (*dram_j).into(),
+                        (*interval_s).into(),
+                    ],
+                )?;
                 self.host_energy.spread(
                     tx,
                     series_id,
@@ -690,10 +803,17 @@ impl Rollups {
                 idle_policy,
                 interval_s,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO site_raw (ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![ts, series_id, pue, wue_l_per_kwh, interval_s, idle_policy])?;
+                self.raw[SITE_RAW].push(
+                    tx,
+                    [
+                        ts.into(),
+                        series_id.into(),
+                        (*pue).into(),
+                        (*wue_l_per_kwh).into(),
+                        (*interval_s).into(),
+                        idle_policy.clone().into(),
+                    ],
+                )?;
                 // Site metadata is a state, not an amount: the bucket of its timestamp keeps
                 // the latest one.
                 for (width, level) in LEVELS {
@@ -727,8 +847,12 @@ impl Rollups {
         Ok(())
     }
 
-    /// Writes every bucket row the batch touched, once each.
-    pub fn flush(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Inserts the raw rows still pending and writes every bucket row the batch
+    /// touched, once each.
+    pub fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for r in &mut self.raw {
+            r.insert(tx)?;
+        }
         for t in [
             &self.gpu,
             &self.split,

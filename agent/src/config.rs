@@ -552,6 +552,12 @@ impl Config {
         }
         crate::kube::rules::compile_pod_rules(&k.pod_rules)
             .map_err(|e| bad("kubernetes.pod_rules", e.to_string()))?;
+        if k.pod_resources_socket.is_some() && k.pods_url.is_none() {
+            return Err(bad(
+                "kubernetes.pod_resources_socket",
+                "is read with the pod list, and 'kubernetes.pods_url' is unset; set pods_url (the node's pods name the workloads) or remove the socket".into(),
+            ));
+        }
         if let Some(o) = &self.otlp {
             if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
                 return Err(bad(
@@ -816,6 +822,16 @@ mod tests {
         ));
         assert!(err(&format!("{ship}interval_s = 7200"))
             .contains("key 'ship.interval_s': '7200' is outside 0 to 3600 seconds"));
+        assert!(err(
+            "[kubernetes]\npod_resources_socket = \"/var/lib/kubelet/pod-resources/kubelet.sock\""
+        )
+        .contains("key 'kubernetes.pod_resources_socket': is read with the pod list"));
+        assert!(err("[kubernetes]\npods_url = \"kubelet:10250/pods\"").contains("not an http"));
+        assert!(err("[kubernetes]\nrefresh_s = 0.1").contains("kubernetes.refresh_s"));
+        assert!(
+            err("[otlp]\nendpoint = \"http://o:4318/v1/metrics\"\ninterval_s = 0.01")
+                .contains("otlp.interval_s")
+        );
         let cfg = Config::parse(&format!("{ship}interval_s = 60"), "t").expect("valid");
         assert_eq!(cfg.ship.and_then(|s| s.interval_s), Some(60.0));
         assert!(!err("[site]\npue = \"high\"").contains('\n'));

@@ -185,6 +185,9 @@ struct CachedIdentity {
     cgroup_known: bool,
     /// What the kubelet's device assignment said of it, once (for `check` and the log).
     assignment_note: Option<String>,
+    /// Its pod as resolved against a pod list, and that list: resolved again only when
+    /// another list has been read.
+    resolved: Option<(Arc<crate::kube::kubelet::PodIndex>, Resolved)>,
 }
 
 /// A process's identity with its pod, as attribution uses it.
@@ -348,21 +351,23 @@ impl<R: GpuReader> Sampler<R> {
         &self.factors
     }
 
-    /// The identity of a process (see [`Sampler::resolve`]).
-    pub fn identify(&mut self, pid: u32) -> Identity {
-        self.resolve(pid).identity
-    }
-
     /// The identity of a process and its pod. The lineage's identity is cached per pid
-    /// while it lives; on Kubernetes the pod is looked up in the current pod list at
-    /// every call, and the pod's metadata names the model where METHODOLOGY §2.6's order
-    /// says so: a `[[identify.rules]]` rule first, then `[[kubernetes.pod_rules]]`, then
-    /// KServe's InferenceService label, then the built-in command-line rules, then
+    /// while it lives; on Kubernetes the pod is looked up in the pod list, again only
+    /// when a new list has been read (the answer is cached with the list it came from),
+    /// and the pod's metadata names the model where METHODOLOGY §2.5's order says so: a
+    /// `[[identify.rules]]` rule first, then `[[kubernetes.pod_rules]]`, then KServe's
+    /// InferenceService label, then the built-in command-line rules, then
     /// `app.kubernetes.io/instance` for a process nothing else names.
     pub fn resolve(&mut self, pid: u32) -> Resolved {
         if !self.identities.contains_key(&pid) {
             self.learn(pid);
         }
+        let index = self
+            .pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .index
+            .clone();
         let Some(c) = self.identities.get(&pid) else {
             return Resolved {
                 identity: Identity {
@@ -373,31 +378,24 @@ impl<R: GpuReader> Sampler<R> {
                 pod: None,
             };
         };
-        let mut identity = c.identity.clone();
-        let Some(cg) = &c.pod_cgroup else {
+        let (Some(cg), Some(index)) = (&c.pod_cgroup, index) else {
             return Resolved {
-                identity,
+                identity: c.identity.clone(),
                 pod: None,
             };
         };
-        let index = self
-            .pods
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .index
-            .clone();
-        let Some(index) = index else {
-            return Resolved {
-                identity,
-                pod: None,
-            };
-        };
+        if let Some((seen, r)) = &c.resolved {
+            if Arc::ptr_eq(seen, &index) {
+                return r.clone();
+            }
+        }
         let Some((pod, container)) = index.lookup(cg) else {
             return Resolved {
-                identity,
+                identity: c.identity.clone(),
                 pod: None,
             };
         };
+        let mut identity = c.identity.clone();
         let tags = inferwatt_core::schema::PodTags {
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
@@ -422,16 +420,18 @@ impl<R: GpuReader> Sampler<R> {
         // The server's endpoint: in the pod's own network namespace its loopback is not
         // the agent's, so a loopback address becomes the pod's IP.
         let endpoint = c.endpoint.clone().map(|url| {
-            let rewritten = pod
+            let moved = pod
                 .pod_ip
                 .as_deref()
                 .filter(|_| !pod.host_network)
-                .and_then(|ip| crate::sources::server_metrics::on_host(&url, ip));
-            (url, rewritten)
+                .and_then(|ip| crate::sources::server_metrics::on_host(&url, ip))
+                .filter(|new| *new != url);
+            (url, moved)
         });
-        if let Some((url, rewritten)) = endpoint {
-            let url = match rewritten {
-                Some(new) if new != url => {
+        let mut endpoint_now = None;
+        if let Some((url, moved)) = endpoint {
+            let url = match moved {
+                Some(new) => {
                     let mut eps = self
                         .endpoints
                         .lock()
@@ -440,26 +440,27 @@ impl<R: GpuReader> Sampler<R> {
                         tracing::info!(%url, to = %new, pod = %tags.pod, "scraping the server at its pod's address");
                         eps.insert(new.clone(), server);
                     }
-                    drop(eps);
-                    if let Some(c) = self.identities.get_mut(&pid) {
-                        c.endpoint = Some(new.clone());
-                    }
                     new
                 }
-                _ => url,
+                None => url,
             };
-            let mut eps = self
-                .endpoint_pods
+            self.endpoint_pods
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if eps.get(&url) != Some(&tags) {
-                eps.insert(url, tags.clone());
-            }
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(url.clone(), tags.clone());
+            endpoint_now = Some(url);
         }
-        Resolved {
+        let r = Resolved {
             identity,
             pod: Some(tags),
+        };
+        if let Some(c) = self.identities.get_mut(&pid) {
+            if endpoint_now.is_some() {
+                c.endpoint = endpoint_now;
+            }
+            c.resolved = Some((index, r.clone()));
         }
+        r
     }
 
     /// Reads a process's lineage and caches what it says.
@@ -512,6 +513,7 @@ impl<R: GpuReader> Sampler<R> {
                 endpoint,
                 cgroup_known,
                 assignment_note: None,
+                resolved: None,
             },
         );
     }

@@ -139,21 +139,27 @@ pub const EXPORTS: &[Export] = &[
 ];
 
 /// The OTLP attribute of a Prometheus label on a data point; `None` for labels that
-/// describe the resource (`site` and the pod's).
-fn point_attribute(label: &str) -> Option<&'static str> {
-    Some(match label {
-        "gpu_uuid" => "hw.id",
-        "gpu_name" => "hw.name",
-        "gpu_index" => "inferwatt.gpu_index",
-        "model" => "inferwatt.model",
-        "server" => "inferwatt.server",
-        "component" => "inferwatt.component",
-        "method" => "inferwatt.emissions.method",
-        "scope" => "inferwatt.water.scope",
-        "source" => "inferwatt.source",
-        "site" | "namespace" | "pod" | "container" | "workload" | "workload_kind" => return None,
-        _ => "inferwatt.label",
-    })
+/// describe the resource (`site` and the pod's). A label this table does not know keeps
+/// its name under `inferwatt.`.
+fn point_attribute(label: &str) -> Option<String> {
+    Some(
+        match label {
+            "gpu_uuid" => "hw.id",
+            "gpu_name" => "hw.name",
+            "gpu_index" => "inferwatt.gpu_index",
+            "model" => "inferwatt.model",
+            "server" => "inferwatt.server",
+            "component" => "inferwatt.component",
+            "method" => "inferwatt.emissions.method",
+            "scope" => "inferwatt.water.scope",
+            "source" => "inferwatt.source",
+            "site" | "namespace" | "pod" | "container" | "workload" | "workload_kind" => {
+                return None
+            }
+            other => return Some(format!("inferwatt.{other}")),
+        }
+        .to_owned(),
+    )
 }
 
 /// The resource attributes of a series: the host's, then its pod's (shared with line
@@ -187,7 +193,7 @@ pub fn encode_request(metrics: &SharedMetrics, host: &str, start_ns: u64, now_ns
                     .collect();
                 for (k, v) in &labels {
                     if let Some(a) = point_attribute(k) {
-                        attributes.push((a.to_owned(), v.clone()));
+                        attributes.push((a, v.clone()));
                     }
                 }
                 resources

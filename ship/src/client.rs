@@ -29,7 +29,8 @@ pub enum ClientError {
 pub enum Outcome {
     /// 2xx: the server committed the batch.
     Committed,
-    /// 4xx other than 408/429/401/403: the server will never accept this batch.
+    /// 4xx other than 408/429/401/403: the server will never accept this batch; status 0:
+    /// the batch was not sent, since it cannot be put in the server's format.
     Rejected { status: u16, message: String },
     /// 5xx, 408, 429, 401, 403, a connection error or a timeout: try again later;
     /// `retry_after` is the server's `Retry-After`, when it gave one in seconds.

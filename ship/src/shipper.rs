@@ -340,12 +340,18 @@ impl Shipper {
         let path = self.cfg.spool_dir.join(DEAD_LETTER_FILE);
         let url = self.client.url().to_string();
         let one_line = message.replace(['\n', '\r'], " ");
+        // Status 0: refused here before sending (it cannot be put in the server's format).
+        let why = if status == 0 {
+            format!("not sent: {one_line}")
+        } else {
+            format!("HTTP {status}: {one_line}")
+        };
         tracing::error!(
             status,
             message = %one_line,
             points = batch.points,
             dead_letter = %path.display(),
-            "the server rejected a batch for good; kept it in the dead-letter file"
+            "a batch was rejected for good; kept it in the dead-letter file"
         );
         let (n, points) = (batch.records, batch.points);
         with_spool(&self.shared, move |s| {
@@ -359,7 +365,7 @@ impl Shipper {
                 .open(&path)
                 .map_err(io)?;
             let header = format!(
-                "# rejected at {} by {url}: HTTP {status}: {one_line}\n",
+                "# rejected at {} for {url}: {why}\n",
                 unix_ns() / 1_000_000_000
             );
             let mut buf = header.into_bytes();

@@ -6,8 +6,8 @@
 //! with its pod, namespace, container and workload: a vLLM Deployment, a KServe predictor
 //! named by its InferenceService (its command line says only `/mnt/models`), a
 //! StatefulSet pod restarted with a new UID mid-run, and a process outside any pod,
-//! which keeps no pod tags. The report grouped by namespace adds up to the same totals
-//! as by model.
+//! which keeps no pod tags; the kubelet stops answering for a while and nothing is
+//! untagged. The report grouped by namespace adds up to the same totals as by model.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -78,7 +78,8 @@ fn proc_entry(root: &Path, pid: u32, argv: &[&str], cgroup: &str) {
     .expect("stat");
 }
 
-/// A kubelet serving `GET /pods` from `body`, 401 with a `v1.Status` without the token.
+/// A kubelet serving `GET /pods` from `body`, 401 with a `v1.Status` without the token,
+/// 503 while `body` is empty (a kubelet restarting).
 fn start_kubelet(body: Arc<Mutex<&'static [u8]>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -107,7 +108,10 @@ fn start_kubelet(body: Arc<Mutex<&'static [u8]>>) -> u16 {
                         br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#.to_vec(),
                     )
                 } else {
-                    ("200 OK", body.lock().expect("body").to_vec())
+                    match body.lock().expect("body").to_vec() {
+                        b if b.is_empty() => ("503 Service Unavailable", b"restarting".to_vec()),
+                        b => ("200 OK", b),
+                    }
                 };
                 let mut s = stream;
                 let _ = write!(
@@ -349,6 +353,12 @@ fn energy_is_tagged_with_pod_namespace_and_workload_through_a_pod_restart() {
     let at = |s: f64| {
         Duration::from_millis((epoch + (s * 1000.0) as i64 - harness::now_unix_ms()).max(0) as u64)
     };
+    // From 2 s to 5 s the kubelet does not answer: the last list read stays in use, so
+    // every row keeps its pod (asserted below for all of them).
+    std::thread::sleep(at(2.0));
+    *body.lock().expect("body") = b"";
+    std::thread::sleep(at(5.0));
+    *body.lock().expect("body") = with_vllm_ip(BEFORE);
     std::thread::sleep(at(LISTED_S));
     *body.lock().expect("body") = with_vllm_ip(AFTER);
     std::thread::sleep(at(RESTARTS_S + 4.0));

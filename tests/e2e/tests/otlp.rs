@@ -3,8 +3,9 @@
 //! (`/opentelemetry/v1/metrics`; bookworm's 1.79 has no OTLP), unpacked by
 //! `scripts/fetch-trixie-victoria-metrics.sh` (`.ci/run` runs it). The energy read back
 //! (`hw.energy` per GPU, `inferwatt.model.energy` per model) equals the file sink's sums
-//! after the agent's final push, and the Prometheus endpoint scraped just before the
-//! stop is behind it by at most the last intervals.
+//! after the agent's final push, though the receiver was down for the first pushes, and
+//! the Prometheus endpoint scraped just before the stop is behind it by at most the last
+//! intervals.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,19 +83,6 @@ fn energy_pushed_over_otlp_reads_back_as_the_agent_measured_it() {
     let root = dir.path();
     let vm_port = harness::free_port();
     let base = format!("http://127.0.0.1:{vm_port}");
-    let _vm = Proc::spawn(
-        "victoria-metrics",
-        Command::new(&vm_bin)
-            .arg(format!("-storageDataPath={}", root.join("vm").display()))
-            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    harness::wait_for("VictoriaMetrics", Duration::from_secs(20), || {
-        harness::http_get(&format!("{base}/health")).filter(|(s, _)| *s == 200)
-    });
-
     let epoch = harness::now_unix_ms() - 500;
     let fleet = Fleet::start(root, epoch, 60.0, 30.0);
     let agent_port = harness::free_port();
@@ -121,6 +109,29 @@ fn energy_pushed_over_otlp_reads_back_as_the_agent_measured_it() {
             .arg(&config)
             .env("FAKE_NVML_SCENARIO", &fleet.scenario_path),
     );
+    // The receiver is down for the first pushes: they fail, are counted, and lose
+    // nothing, since every push carries the totals since the agent started.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, early) =
+        harness::http_get(&format!("http://127.0.0.1:{agent_port}/metrics")).expect("scrape");
+    assert!(
+        early
+            .lines()
+            .any(|l| l.starts_with("inferwatt_agent_otlp_failures_total ") && !l.ends_with(" 0")),
+        "failed pushes are counted: {early}"
+    );
+    let _vm = Proc::spawn(
+        "victoria-metrics",
+        Command::new(&vm_bin)
+            .arg(format!("-storageDataPath={}", root.join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+            .arg("-search.latencyOffset=0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    harness::wait_for("VictoriaMetrics", Duration::from_secs(20), || {
+        harness::http_get(&format!("{base}/health")).filter(|(s, _)| *s == 200)
+    });
     // Pushes arrive while the agent runs.
     harness::wait_for(
         "hw.energy in VictoriaMetrics",
